@@ -1,0 +1,291 @@
+"""The storage interface and its filesystem implementation.
+
+Everything artstore keeps goes through :class:`Backend`: read a key, create a key only if it
+is absent, publish a key atomically, list a prefix, delete, lock. Keys are '/'-separated
+relative paths such as ``blobs/ab/cdef...``. A store on object storage is a second
+implementation of this class; nothing above it touches files directly, except through the
+optional :meth:`Backend.local_path` capability that link modes use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import secrets
+import socket
+import stat
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import filelock
+
+from .errors import LockTimeoutError
+
+log = logging.getLogger(__name__)
+
+#: How long a lock survives its holder when the holder's host cannot tell whether it lives.
+LEASE_SECONDS = 60.0
+
+HOST = socket.gethostname()
+
+
+class TempFile:
+    """A file being written in the store's temporary area, not yet published."""
+
+    def __init__(self, backend: "LocalBackend", path: Path, fobj: BinaryIO) -> None:
+        self.backend = backend
+        self.path = path
+        self.file = fobj
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+    def discard(self) -> None:
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+class Backend(ABC):
+    """What artstore needs from the place a store lives."""
+
+    #: The URL or path the backend was opened on, for messages.
+    location: str
+
+    @abstractmethod
+    def read(self, key: str) -> bytes:
+        """Return the bytes at ``key``; raise FileNotFoundError if absent."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, key: str) -> int | None:
+        """Return the size in bytes of ``key``, or None if it is absent."""
+
+    @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``data`` at ``key`` only if ``key`` is absent; return whether it was."""
+
+    @abstractmethod
+    def publish(self, key: str, data: bytes, readonly: bool = True) -> None:
+        """Write ``data`` at ``key`` atomically, replacing what is there."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Return the names directly under ``prefix`` (empty if it does not exist)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def lock(self, name: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        """Return a context manager holding the lock ``name``."""
+
+    @abstractmethod
+    def temp(self) -> TempFile:
+        """Open a new temporary file for streaming bytes into the store."""
+
+    @abstractmethod
+    def sync(self) -> None:
+        """Make everything written so far durable."""
+
+    @abstractmethod
+    def publish_temp(self, temp: TempFile, key: str) -> bool:
+        """Move a closed temp file to ``key`` unless ``key`` exists; return whether moved."""
+
+    @abstractmethod
+    def touch(self, key: str) -> None:
+        """Refresh the modification time of ``key`` (marks a reused object as young)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """Return a filesystem path for ``key`` where the backend has one."""
+        return None
+
+
+def _load_syncfs():  # type: ignore[no-untyped-def]
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        fn = ctypes.CDLL(name, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    return fn
+
+
+_syncfs = _load_syncfs()
+
+
+class LocalBackend(Backend):
+    """A store in a directory of a local or network filesystem."""
+
+    def __init__(self, root: Path, file_mode: int = 0o444, dir_mode: int = 0o777) -> None:
+        self.root = root
+        self.location = str(root)
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode
+        self._tmp = root / "tmp"
+        self._made_dirs: set[Path] = set()
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory in self._made_dirs:
+            return
+        directory.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
+        self._made_dirs.add(directory)
+
+    def _temp_path(self) -> Path:
+        self._ensure_dir(self._tmp)
+        return self._tmp / f"{HOST}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
+
+    def _write_temp(self, data: bytes, readonly: bool) -> Path:
+        path = self._temp_path()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, self.file_mode if readonly else self.file_mode | 0o200)
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        os.close(fd)
+        return path
+
+    # -- the interface -----------------------------------------------------------------
+
+    def read(self, key: str) -> bytes:
+        with open(self._path(key), "rb") as f:
+            return f.read()
+
+    def exists(self, key: str) -> bool:
+        return os.path.exists(self._path(key))
+
+    def size(self, key: str) -> int | None:
+        try:
+            return os.stat(self._path(key)).st_size
+        except FileNotFoundError:
+            return None
+
+    def create(self, key: str, data: bytes) -> bool:
+        dest = self._path(key)
+        self._ensure_dir(dest.parent)
+        temp = self._write_temp(data, readonly=True)
+        try:
+            self.sync()
+            try:
+                # link(2) fails if the name exists: this is the compare-and-swap.
+                os.link(temp, dest)
+            except FileExistsError:
+                # NOTE: over NFS a retransmitted LINK whose first reply was lost answers
+                # EEXIST although it succeeded; the temp file's link count tells the truth.
+                return os.stat(temp).st_nlink > 1
+            return True
+        finally:
+            os.unlink(temp)
+
+    def publish(self, key: str, data: bytes, readonly: bool = True) -> None:
+        dest = self._path(key)
+        self._ensure_dir(dest.parent)
+        temp = self._write_temp(data, readonly)
+        try:
+            os.replace(temp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+
+    def list(self, prefix: str) -> list[str]:
+        try:
+            return os.listdir(self._path(prefix))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(key))
+
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float = 600.0) -> Iterator[None]:
+        path = self._path(f"locks/{name}")
+        self._ensure_dir(path.parent)
+        lease = filelock.SoftFileLease(path, lease_duration=LEASE_SECONDS)
+        try:
+            lease.acquire(timeout=timeout)
+        except filelock.Timeout:
+            raise LockTimeoutError(
+                f"lock {name!r} in {self.location} is held by another process "
+                f"(waited {timeout:g} s); retry, or check for a stuck artstore process"
+            ) from None
+        try:
+            yield
+        finally:
+            lease.release()
+
+    def temp(self) -> TempFile:
+        path = self._temp_path()
+        return TempFile(self, path, open(path, "xb"))
+
+    def sync(self) -> None:
+        if _syncfs is not None:
+            fd = os.open(self.root, os.O_RDONLY)
+            try:
+                if _syncfs(fd) == 0:
+                    return
+                log.debug("syncfs failed (errno %d), falling back to sync", ctypes.get_errno())
+            finally:
+                os.close(fd)
+        os.sync()
+
+    def publish_temp(self, temp: TempFile, key: str) -> bool:
+        temp.close()
+        dest = self._path(key)
+        try:
+            existing = os.stat(dest).st_size
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and existing == os.stat(temp.path).st_size:
+            temp.discard()
+            self.touch(key)
+            return False
+        # NOTE: an existing object of the wrong size is a damaged copy; the fresh bytes,
+        # which hashed to its name, replace it rather than being dropped as a duplicate.
+        os.chmod(temp.path, self.file_mode)
+        self._ensure_dir(dest.parent)
+        os.replace(temp.path, dest)
+        return True
+
+    def touch(self, key: str) -> None:
+        try:
+            os.utime(self._path(key))
+        except OSError as exc:
+            # Another user's read-only blob in a shared store cannot be touched; gc's
+            # grace period then rests on the blob's own age.
+            if exc.errno not in (errno.EPERM, errno.EACCES, errno.EROFS, errno.ENOENT):
+                raise
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def is_regular(self, key: str) -> bool:
+        try:
+            return stat.S_ISREG(os.stat(self._path(key)).st_mode)
+        except FileNotFoundError:
+            return False

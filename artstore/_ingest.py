@@ -1,0 +1,187 @@
+"""Getting file contents into the store: hash while copying, publish after one flush.
+
+Each file is read once. Its bytes go to a temporary file in the store while they are
+hashed; the temporary files of a whole batch are made durable with one filesystem flush
+and only then renamed to their blob names, so a blob name never points at bytes a power
+loss could take back (FORMAT.md section 6). Files that the stat cache knows, and whose
+blob the store already has, are not read at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat as stat_mod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+from ._backend import Backend, TempFile
+from ._format import Digest
+from ._statcache import StatCache, now_ns
+from .errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 4 * 1024 * 1024
+#: Files up to this size are read whole, hashed, and written only if the store lacks them.
+SMALL = 1024 * 1024
+#: Worker threads for many files: reads and writes release the GIL, so two cores gain.
+WORKERS = 4
+
+Progress = Callable[[int, int], None]
+
+
+def blob_key(digest: str) -> str:
+    return f"blobs/{digest[:2]}/{digest[2:]}"
+
+
+def _same_file_state(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (b.st_size, b.st_mtime_ns, b.st_ctime_ns)
+
+
+@dataclass
+class _Pending:
+    temp: TempFile
+    digest: Digest
+
+
+class Ingest:
+    """One batch of files going into a store; :meth:`finish` publishes them."""
+
+    def __init__(
+        self, backend: Backend, cache: StatCache | None, progress: Progress | None = None
+    ) -> None:
+        self.backend = backend
+        self.cache = cache
+        self.progress = progress
+        self._pending: list[_Pending] = []
+        self._known: set[str] = set()
+
+    def add_files(self, paths: list[Path]) -> list[tuple[Digest, int]]:
+        """Store each file; return (digest, size) for each, in order."""
+        keys = [os.path.abspath(p) for p in paths]
+        cached = self.cache.lookup_many(keys) if self.cache else {}
+        if len(paths) < 8:
+            return [self._add_one(p, k, cached.get(k)) for p, k in zip(paths, keys)]
+        with ThreadPoolExecutor(WORKERS) as pool:
+            return list(pool.map(self._add_one, paths, keys, [cached.get(k) for k in keys]))
+
+    def _add_one(
+        self, path: Path, key: str, cached: tuple[int, int, int, str] | None
+    ) -> tuple[Digest, int]:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise InvalidInputError(f"cannot add {path}: not a regular file")
+        if cached and cached[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+            digest = Digest(cached[3])
+            if digest in self._known or self.backend.size(blob_key(digest)) == st.st_size:
+                self.backend.touch(blob_key(digest))
+                self._tick(st.st_size)
+                return digest, st.st_size
+        digest = self._copy_in(path, st)
+        if self.cache:
+            self.cache.record(key, st, digest, now_ns())
+        self._tick(st.st_size)
+        return digest, st.st_size
+
+    def add_bytes(self, data: bytes) -> Digest:
+        digest = Digest(xxhash.xxh3_128_hexdigest(data))
+        self._store_small(data, digest)
+        return digest
+
+    def _tick(self, nbytes: int) -> None:
+        if self.progress:
+            self.progress(nbytes, 1)
+
+    def _copy_in(self, path: Path, st: os.stat_result) -> Digest:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "rb", buffering=0) as src:
+                if st.st_size <= SMALL:
+                    data = src.read(SMALL + 1)
+                    self._check_unchanged(path, st, os.fstat(src.fileno()), len(data))
+                    digest = Digest(xxhash.xxh3_128_hexdigest(data))
+                    self._store_small(data, digest)
+                    return digest
+                return self._stream(path, src, st)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
+
+    def _check_unchanged(
+        self, path: Path, before: os.stat_result, after: os.stat_result, nread: int
+    ) -> None:
+        if not _same_file_state(before, after) or nread != before.st_size:
+            raise InvalidInputError(
+                f"{path} changed while it was being read; nothing of it was stored. "
+                "Add it again once it is no longer being written"
+            )
+
+    def _store_small(self, data: bytes, digest: Digest) -> None:
+        if digest in self._known:
+            return
+        self._known.add(digest)
+        key = blob_key(digest)
+        if self.backend.size(key) == len(data):
+            self.backend.touch(key)
+            return
+        temp = self.backend.temp()
+        try:
+            temp.write(data)
+            temp.close()
+        except BaseException:
+            temp.discard()
+            raise
+        self._pending.append(_Pending(temp, digest))
+
+    def _stream(self, path: Path, src, st: os.stat_result) -> Digest:  # type: ignore[no-untyped-def]
+        hasher = xxhash.xxh3_128()
+        temp = self.backend.temp()
+        nread = 0
+        try:
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while True:
+                n = src.readinto(buf)
+                if not n:
+                    break
+                chunk = view[:n]
+                hasher.update(chunk)
+                temp.write(chunk)
+                nread += n
+            temp.close()
+            self._check_unchanged(path, st, os.fstat(src.fileno()), nread)
+        except BaseException:
+            temp.discard()
+            raise
+        digest = Digest(hasher.hexdigest())
+        if digest in self._known:
+            temp.discard()
+        else:
+            self._known.add(digest)
+            self._pending.append(_Pending(temp, digest))
+        return digest
+
+    def finish(self) -> None:
+        """Make every new blob durable, then give it its name."""
+        if self._pending:
+            self.backend.sync()
+            for item in self._pending:
+                self.backend.publish_temp(item.temp, blob_key(item.digest))
+            self._pending = []
+        if self.cache:
+            self.cache.flush()
+
+    def abort(self) -> None:
+        for item in self._pending:
+            item.temp.discard()
+        self._pending = []

@@ -1,0 +1,276 @@
+"""Writing a version's files into a directory, and checking a directory against one.
+
+Every file is written to a temporary name in its target directory and renamed over the
+target, so an existing file, or a symlink at the target name, is replaced and never
+written through. A target whose parent directories lead outside the root (through a
+symlink) is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+import stat as stat_mod
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import xxhash
+
+from ._format import Entry
+from ._names import check_path
+from .errors import CorruptDataError, InvalidInputError, ObjectNotFoundError
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "copy", "hardlink", "symlink", "reflink")
+CHUNK = 4 * 1024 * 1024
+_FICLONE = 0x40049409
+
+Progress = Callable[[int, int], None]
+
+
+def reference_path(uri: str) -> Path:
+    """Return the local path of a ``file://`` URI."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise InvalidInputError(
+            f"cannot fetch reference {uri!r}: only file:// references can be downloaded"
+        )
+    return Path(unquote(parsed.path))
+
+
+def hash_file(path: Path) -> str:
+    hasher = xxhash.xxh3_128()
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(CHUNK)
+        while n := f.readinto(buf):
+            hasher.update(memoryview(buf)[:n])
+    return hasher.hexdigest()
+
+
+class Materializer:
+    """Writes entries under ``root`` from blobs found by ``blob_path``."""
+
+    def __init__(
+        self,
+        root: Path,
+        blob_path: Callable[[str], Path | None],
+        mode: str = "copy",
+        progress: Progress | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise InvalidInputError(f"unknown link mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.root = Path(os.path.abspath(root))
+        self.blob_path = blob_path
+        self.mode = mode
+        self.progress = progress
+        self._reflink_ok = mode in ("auto", "reflink")
+        self._dirs_ok: set[Path] = set()
+
+    def _target(self, path: str) -> Path:
+        check_path(path)
+        dest = self.root.joinpath(*path.split("/"))
+        self._make_parents(dest.parent, path)
+        return dest
+
+    def _make_parents(self, directory: Path, path: str) -> None:
+        if directory in self._dirs_ok:
+            return
+        if directory != self.root:
+            self._make_parents(directory.parent, path)
+        try:
+            st = os.lstat(directory)
+        except FileNotFoundError:
+            os.mkdir(directory)
+            self._dirs_ok.add(directory)
+            return
+        if stat_mod.S_ISLNK(st.st_mode):
+            real = Path(os.path.realpath(directory))
+            root_real = Path(os.path.realpath(self.root))
+            if directory == self.root or real == root_real or root_real in real.parents:
+                self._dirs_ok.add(directory)
+                return
+            raise InvalidInputError(
+                f"refusing to write {path!r}: {directory} is a symlink to {real}, outside "
+                f"{self.root}; remove the link or choose another root"
+            )
+        if not stat_mod.S_ISDIR(st.st_mode):
+            raise InvalidInputError(
+                f"cannot write {path!r}: {directory} exists and is not a directory"
+            )
+        self._dirs_ok.add(directory)
+
+    def write(self, entry: Entry) -> None:
+        dest = self._target(entry.path)
+        if self._already_there(dest, entry):
+            self._tick(entry.size or 0)
+            return
+        if entry.ref is not None:
+            self._copy(reference_path(entry.ref), dest, entry, what=f"reference {entry.ref}")
+        else:
+            src = self.blob_path(entry.digest)
+            if src is None or not os.path.exists(src):
+                raise ObjectNotFoundError(
+                    f"blob {entry.digest} of {entry.path!r} is missing from the store; "
+                    "run 'artstore fsck'",
+                    entry.digest,
+                )
+            self._place(src, dest, entry)
+        self._tick(entry.size or 0)
+
+    def _tick(self, nbytes: int) -> None:
+        if self.progress:
+            self.progress(nbytes, 1)
+
+    def _already_there(self, dest: Path, entry: Entry) -> bool:
+        try:
+            st = os.lstat(dest)
+        except FileNotFoundError:
+            return False
+        if stat_mod.S_ISDIR(st.st_mode):
+            raise InvalidInputError(
+                f"cannot write {entry.path!r}: {dest} is a directory; remove it first"
+            )
+        if not stat_mod.S_ISREG(st.st_mode) or entry.size is None or st.st_size != entry.size:
+            return False
+        if self.mode in ("symlink", "hardlink"):
+            return False
+        return hash_file(dest) == entry.digest
+
+    def _temp_beside(self, dest: Path) -> Path:
+        return dest.with_name(f".{dest.name}.artstore-{secrets.token_hex(4)}.tmp")
+
+    def _place(self, src: Path, dest: Path, entry: Entry) -> None:
+        temp = self._temp_beside(dest)
+        try:
+            if self.mode == "symlink":
+                os.symlink(os.path.abspath(src), temp)
+            elif self.mode == "hardlink":
+                os.link(src, temp)
+            elif self._reflink_ok and self._reflink(src, temp):
+                pass
+            else:
+                if self.mode == "reflink":
+                    raise InvalidInputError(
+                        f"cannot reflink into {self.root}: the filesystem does not support "
+                        "it; use --mode copy or auto"
+                    )
+                self._copy_verified(src, temp, entry, what=f"blob {entry.digest}")
+            os.replace(temp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+
+    def _reflink(self, src: Path, temp: Path) -> bool:
+        with open(src, "rb") as s, open(temp, "xb") as d:
+            try:
+                fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
+            except OSError as exc:
+                if exc.errno in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY):
+                    os.unlink(temp)
+                    self._reflink_ok = False
+                    return False
+                raise
+        os.chmod(temp, 0o644 & ~_umask())
+        return True
+
+    def _copy(self, src: Path, dest: Path, entry: Entry, what: str) -> None:
+        temp = self._temp_beside(dest)
+        try:
+            self._copy_verified(src, temp, entry, what, check=entry.size is not None)
+            os.replace(temp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+
+    def _copy_verified(
+        self, src: Path, temp: Path, entry: Entry, what: str, check: bool = True
+    ) -> None:
+        hasher = xxhash.xxh3_128()
+        try:
+            s = open(src, "rb", buffering=0)
+        except FileNotFoundError:
+            raise ObjectNotFoundError(f"{what} for {entry.path!r} is missing", entry.digest) from None
+        with s, open(temp, "xb", buffering=0) as d:
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while n := s.readinto(buf):
+                hasher.update(view[:n])
+                d.write(view[:n])
+        if check and hasher.hexdigest() != entry.digest:
+            raise CorruptDataError(
+                f"{what} for {entry.path!r} does not match its digest (found "
+                f"{hasher.hexdigest()}); nothing was written. Run 'artstore fsck'",
+                str(src),
+            )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def list_files(root: Path) -> list[str]:
+    """Return the '/'-paths of all files (and symlinks) under ``root``, not following links."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        for d in list(dirnames):
+            if os.path.islink(os.path.join(dirpath, d)):
+                found.append(prefix + d)
+        found.extend(prefix + f for f in filenames)
+    return found
+
+
+def remove_extra(root: Path, keep: set[str]) -> list[str]:
+    """Delete files under ``root`` that are not in ``keep``; return what was removed."""
+    removed = []
+    keep_dirs = {p.rsplit("/", i)[0] for p in keep for i in range(1, p.count("/") + 1)}
+    for path in list_files(root):
+        if path not in keep:
+            full = root / path
+            if full.is_dir() and not full.is_symlink():
+                shutil.rmtree(full)
+            else:
+                full.unlink()
+            removed.append(path)
+    for dirpath, _dirs, _files in sorted(os.walk(root), reverse=True):
+        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        if rel != "." and rel not in keep_dirs:
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+    return removed
+
+
+def verify_dir(root: Path, entries: list[Entry]) -> list[tuple[str, str]]:
+    """Compare ``root`` with ``entries``; return (path, problem) for each difference."""
+    problems: list[tuple[str, str]] = []
+    if not root.is_dir():
+        return [(str(root), "directory does not exist")]
+    known = {e.path for e in entries}
+    for entry in entries:
+        full = root.joinpath(*entry.path.split("/"))
+        if entry.ref is not None and entry.size is None:
+            continue
+        if not full.is_file():
+            problems.append((entry.path, "missing"))
+            continue
+        size = full.stat().st_size
+        if entry.size is not None and size != entry.size:
+            problems.append((entry.path, f"size {size}, expected {entry.size}"))
+        elif hash_file(full) != entry.digest:
+            problems.append((entry.path, "content differs"))
+    for path in list_files(root):
+        if path not in known:
+            problems.append((path, "not in the version"))
+    return sorted(problems)

@@ -1,0 +1,508 @@
+"""The store: objects, refs, and committing versions.
+
+A :class:`Store` reads and writes the records of FORMAT.md through a :class:`Backend`.
+Versions are committed with a compare-and-swap on the artifact's refs generation; the
+per-name lock only keeps concurrent committers from redoing work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _format as fmt
+from ._backend import HOST, Backend, LocalBackend
+from ._format import Digest, Entry
+from ._ingest import Ingest, Progress, blob_key
+from ._names import check_alias, check_name, parse_spec, parse_version
+from ._statcache import StatCache
+from .errors import (
+    ArtifactNotFoundError,
+    CorruptDataError,
+    InvalidInputError,
+    StoreNotFoundError,
+    UnknownFormatError,
+    VersionNotFoundError,
+)
+
+if TYPE_CHECKING:
+    from ._artifact import Artifact
+
+log = logging.getLogger(__name__)
+
+MARKER = "artstore.json"
+#: Older refs generations than this many behind the newest are deleted after a commit.
+KEEP_GENERATIONS = 16
+
+
+def default_store_path() -> Path:
+    """The store used when none is named: ``$ARTSTORE_DIR``, else the user data directory."""
+    env = os.environ.get("ARTSTORE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return Path(base) / "artstore"
+
+
+def object_key(kind: str, digest: str) -> str:
+    return f"{kind}/{digest[:2]}/{digest[2:]}"
+
+
+@dataclass
+class Refs:
+    """One generation of an artifact name's refs (FORMAT.md 4.3)."""
+
+    name: str
+    type: str
+    generation: int = 0
+    versions: list[tuple[Digest, float] | None] = field(default_factory=list)
+    aliases: dict[str, int] = field(default_factory=dict)
+
+    def latest(self) -> int | None:
+        for index in range(len(self.versions) - 1, -1, -1):
+            if self.versions[index] is not None:
+                return index
+        return None
+
+    def aliases_of(self, index: int) -> list[str]:
+        return sorted(a for a, i in self.aliases.items() if i == index)
+
+    def fix_latest(self) -> None:
+        latest = self.latest()
+        if latest is None:
+            self.aliases.pop("latest", None)
+        else:
+            self.aliases["latest"] = latest
+
+    def encode(self) -> bytes:
+        return fmt.encode(
+            {
+                "kind": "refs",
+                "format": fmt.RECORD_FORMAT,
+                "name": self.name,
+                "type": self.type,
+                "generation": self.generation,
+                "versions": [
+                    None if v is None else [fmt.to_bin(v[0]), v[1]] for v in self.versions
+                ],
+                "aliases": dict(sorted(self.aliases.items())),
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, where: str) -> "Refs":
+        record = fmt.decode(data, "refs", where)
+        try:
+            return cls(
+                name=record["name"],
+                type=record["type"],
+                generation=record["generation"],
+                versions=[
+                    None if v is None else (fmt.from_bin(v[0]), float(v[1]))
+                    for v in record["versions"]
+                ],
+                aliases={str(k): int(v) for k, v in record["aliases"].items()},
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CorruptDataError(f"{where}: malformed refs record ({exc})", where) from exc
+
+
+class Store:
+    """An artstore store: a directory (or, later, a bucket) of blobs, records and refs.
+
+    Args:
+        path: the store's location; None means ``$ARTSTORE_DIR`` or the default
+            ``~/.local/share/artstore``.
+
+    A store that does not exist yet reads as empty and is created by the first write.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_store_path()
+        self.backend: Backend = LocalBackend(self.path)
+        self._checked = False
+        self._manifests: dict[str, list[Entry]] = {}
+        self._statcache: StatCache | None = None
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # -- the marker ----------------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: str | os.PathLike[str] | None = None, shared: bool = False) -> "Store":
+        """Create a store at ``path`` (or open it, if one is already there)."""
+        store = cls(path)
+        store._ensure_created(shared=shared)
+        return store
+
+    def exists(self) -> bool:
+        return self.backend.exists(MARKER)
+
+    def _check_marker(self) -> bool:
+        """Check the store's format version; return whether the store exists."""
+        if self._checked:
+            return True
+        try:
+            raw = self.backend.read(MARKER)
+        except FileNotFoundError:
+            return False
+        except NotADirectoryError:
+            raise StoreNotFoundError(f"{self.path} is a file, not an artstore store") from None
+        where = str(self.path / MARKER)
+        try:
+            marker = json.loads(raw)
+        except ValueError as exc:
+            raise CorruptDataError(f"{where}: not valid JSON ({exc})", where) from exc
+        if not isinstance(marker, dict) or marker.get("format") != fmt.STORE_FORMAT:
+            raise CorruptDataError(f"{where}: not an artstore store marker", where)
+        if marker.get("version") != fmt.STORE_VERSION:
+            raise UnknownFormatError(
+                f"{where}: store format version {marker.get('version')!r} is not supported "
+                f"by this artstore (it reads version {fmt.STORE_VERSION}); upgrade artstore",
+                where,
+            )
+        self._checked = True
+        return True
+
+    def _ensure_created(self, shared: bool = False) -> None:
+        if self._check_marker():
+            return
+        if self.path.exists() and not self.path.is_dir():
+            raise InvalidInputError(f"cannot create a store at {self.path}: it is a file")
+        if self.path.is_dir() and any(
+            n for n in os.listdir(self.path) if n not in ("tmp", "locks")
+        ):
+            raise InvalidInputError(
+                f"cannot create a store at {self.path}: the directory is not empty and is "
+                "not an artstore store; choose an empty or new directory"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        marker = {
+            "format": fmt.STORE_FORMAT,
+            "version": fmt.STORE_VERSION,
+            "id": secrets.token_hex(16),
+            "created": time.time(),
+            "shared": shared,
+        }
+        # create-if-absent: two processes creating one store at once agree on one marker.
+        self.backend.create(MARKER, (json.dumps(marker, indent=1) + "\n").encode())
+        self._check_marker()
+        log.info("created store %s", self.path)
+
+    def _require(self) -> None:
+        if not self._check_marker():
+            raise StoreNotFoundError(
+                f"no artstore store at {self.path}; create one with 'artstore init "
+                f"{self.path}' or point ARTSTORE_DIR at an existing store"
+            )
+
+    # -- objects -------------------------------------------------------------------
+
+    def _read_object(self, kind: str, digest: str) -> bytes:
+        key = object_key(kind, digest)
+        try:
+            return self.backend.read(key)
+        except FileNotFoundError:
+            from .errors import ObjectNotFoundError
+
+            raise ObjectNotFoundError(
+                f"{kind[:-1]} {digest} is missing from {self.path} (file {key}); "
+                "run 'artstore fsck'",
+                digest,
+            ) from None
+
+    def _write_object(self, kind: str, data: bytes) -> Digest:
+        digest = fmt.digest_bytes(data)
+        key = object_key(kind, digest)
+        if self.backend.size(key) != len(data):
+            self.backend.publish(key, data)
+        else:
+            self.backend.touch(key)
+        return digest
+
+    def read_manifest(self, digest: str) -> list[Entry]:
+        cached = self._manifests.get(digest)
+        if cached is None:
+            data = self._read_object("manifests", digest)
+            where = str(self.path / object_key("manifests", digest))
+            if fmt.digest_bytes(data) != digest:
+                raise CorruptDataError(f"{where}: bytes do not match the manifest's name", where)
+            cached = fmt.decode_manifest(data, where)
+            self._manifests[digest] = cached
+        return cached
+
+    def read_commit(self, digest: str) -> dict[str, Any]:
+        data = self._read_object("commits", digest)
+        where = str(self.path / object_key("commits", digest))
+        record = fmt.decode(data, "commit", where)
+        try:
+            record["manifest"] = fmt.from_bin(record["manifest"])
+            if record.get("parent") is not None:
+                record["parent"] = fmt.from_bin(record["parent"])
+            if record.get("base") is not None:
+                record["base"] = fmt.from_bin(record["base"])
+        except (KeyError, TypeError) as exc:
+            raise CorruptDataError(f"{where}: malformed commit ({exc})", where) from exc
+        return record
+
+    def blob_path(self, digest: str) -> Path | None:
+        return self.backend.local_path(blob_key(digest))
+
+    def ingest(self, progress: Progress | None = None) -> Ingest:
+        """Start a batch of blob writes into this store."""
+        self._ensure_created()
+        if self._statcache is None:
+            self._statcache = StatCache()
+        return Ingest(self.backend, self._statcache, progress)
+
+    # -- refs ----------------------------------------------------------------------
+
+    def _refs_dir(self, name: str) -> str:
+        return f"refs/{name}"
+
+    def read_refs(self, name: str) -> Refs | None:
+        """Return the newest refs generation of ``name``, or None if it has none."""
+        check_name(name)
+        if not self._check_marker():
+            return None
+        for _ in range(10):
+            gens = sorted(
+                (int(n) for n in self.backend.list(self._refs_dir(name)) if n.isdigit()),
+                reverse=True,
+            )
+            if not gens:
+                return None
+            key = f"{self._refs_dir(name)}/{gens[0]:012d}"
+            try:
+                data = self.backend.read(key)
+            except FileNotFoundError:
+                continue  # pruned between listing and reading: list again
+            return Refs.decode(data, str(self.path / key))
+        raise CorruptDataError(f"refs of {name!r} keep changing under the reader; retry")
+
+    def update_refs(
+        self, name: str, type_: str | None, change: Callable[[Refs], Refs | None]
+    ) -> Refs:
+        """Apply ``change`` to the newest refs of ``name`` and publish the result.
+
+        ``change`` gets a copy of the current refs (a fresh one, with ``type_``, if the
+        name has none) and returns the new state, or None to change nothing. It may be
+        called several times, if another writer commits in between.
+        """
+        self._ensure_created()
+        with self.backend.lock(f"refs/{name}", timeout=600):
+            while True:
+                current = self.read_refs(name)
+                if current is None:
+                    if type_ is None:
+                        raise ArtifactNotFoundError(f"no artifact named {name!r} in {self.path}")
+                    current = Refs(name=name, type=type_, generation=0)
+                base_gen = current.generation
+                new = change(
+                    Refs(
+                        current.name,
+                        current.type,
+                        current.generation,
+                        list(current.versions),
+                        dict(current.aliases),
+                    )
+                )
+                if new is None:
+                    return current
+                new.generation = base_gen + 1
+                new.fix_latest()
+                key = f"{self._refs_dir(name)}/{new.generation:012d}"
+                if self.backend.create(key, new.encode()):
+                    self._prune_generations(name, new.generation)
+                    return new
+                log.debug("refs of %s moved past generation %d; retrying", name, base_gen)
+
+    def _prune_generations(self, name: str, newest: int) -> None:
+        for entry in self.backend.list(self._refs_dir(name)):
+            if entry.isdigit() and int(entry) < newest - KEEP_GENERATIONS:
+                self.backend.delete(f"{self._refs_dir(name)}/{entry}")
+
+    def _resolve(self, refs: Refs, which: str) -> int:
+        number = parse_version(which)
+        if number is None:
+            if which not in refs.aliases:
+                raise VersionNotFoundError(
+                    f"artifact {refs.name!r} has no alias {which!r}; aliases: "
+                    f"{', '.join(sorted(refs.aliases)) or 'none'}"
+                )
+            number = refs.aliases[which]
+        if number >= len(refs.versions) or refs.versions[number] is None:
+            raise VersionNotFoundError(
+                f"artifact {refs.name!r} has no version v{number}; "
+                f"latest is {self._latest_label(refs)}"
+            )
+        return number
+
+    @staticmethod
+    def _latest_label(refs: Refs) -> str:
+        latest = refs.latest()
+        return "none" if latest is None else f"v{latest}"
+
+    # -- the public API ------------------------------------------------------------
+
+    def artifact(self, spec: str, type: str | None = None) -> "Artifact":  # noqa: A002
+        """Return the logged version named by ``NAME[:VERSION_OR_ALIAS]`` (default latest)."""
+        from ._artifact import Artifact
+
+        name, which = parse_spec(spec)
+        refs = self.read_refs(name)
+        if refs is None:
+            raise ArtifactNotFoundError(f"no artifact named {name!r} in store {self.path}")
+        if type is not None and refs.type != type:
+            raise VersionNotFoundError(
+                f"artifact {name!r} has type {refs.type!r}, not {type!r}"
+            )
+        return Artifact._logged(self, refs, self._resolve(refs, which))
+
+    def artifact_names(self) -> list[str]:
+        """Return the names of all artifacts that have at least one version."""
+        if not self._check_marker():
+            return []
+        return sorted(n for n in self.backend.list("refs") if self.read_refs(n) is not None)
+
+    def versions(self, name: str) -> list["Artifact"]:
+        """Return every version of ``name``, oldest first."""
+        from ._artifact import Artifact
+
+        refs = self.read_refs(name)
+        if refs is None:
+            raise ArtifactNotFoundError(f"no artifact named {name!r} in store {self.path}")
+        return [
+            Artifact._logged(self, refs, i) for i, v in enumerate(refs.versions) if v is not None
+        ]
+
+    def add_alias(self, spec: str, alias: str) -> "Artifact":
+        """Point ``alias`` at the version ``spec`` names, moving it from any other version."""
+        name, which = parse_spec(spec)
+        check_alias(alias)
+        if alias == "latest":
+            raise InvalidInputError("'latest' always names the newest version; it cannot be set")
+
+        def change(refs: Refs) -> Refs | None:
+            index = self._resolve(refs, which)
+            if refs.aliases.get(alias) == index:
+                return None
+            refs.aliases[alias] = index
+            return refs
+
+        refs = self.update_refs(name, None, change)
+        return self.artifact(f"{name}:{alias}")
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias`` from artifact ``name``."""
+        check_name(name)
+        check_alias(alias)
+        if alias == "latest":
+            raise InvalidInputError("'latest' always names the newest version; it cannot be removed")
+
+        def change(refs: Refs) -> Refs | None:
+            if alias not in refs.aliases:
+                raise VersionNotFoundError(f"artifact {name!r} has no alias {alias!r}")
+            del refs.aliases[alias]
+            return refs
+
+        self.update_refs(name, None, change)
+
+    def commit_version(
+        self,
+        name: str,
+        type_: str,
+        entries: list[Entry],
+        *,
+        aliases: Iterable[str] = (),
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        run: dict[str, Any] | None = None,
+        merge: Callable[[list[Entry], Refs], list[Entry]] | None = None,
+        base: Digest | None = None,
+    ) -> tuple[Refs, int, bool]:
+        """Commit ``entries`` as the next version of ``name``.
+
+        Blobs must already be durable in the store. ``merge``, if given, rebuilds the
+        entry list against the current refs each time the commit is attempted (patches
+        use it to apply their change on top of whatever version is newest).
+
+        Returns the refs after the commit, the version number, and whether a new
+        version was made (False when the content equals the latest version's).
+        """
+        aliases = [check_alias(a) for a in aliases if a != "latest"]
+        result: dict[str, Any] = {}
+
+        def change(refs: Refs) -> Refs | None:
+            if refs.type != type_:
+                from .errors import TypeMismatchError
+
+                raise TypeMismatchError(
+                    f"artifact {name!r} already exists with type {refs.type!r}; "
+                    f"log it with that type or choose another name"
+                )
+            latest = refs.latest()
+            parent = refs.versions[latest][0] if latest is not None else None
+            mine = merge(entries, refs) if merge else entries
+            manifest = self._write_object("manifests", fmt.encode_manifest(mine))
+            if parent is not None and self.read_commit(parent)["manifest"] == manifest:
+                assert latest is not None
+                result.update(index=latest, created=False)
+                moved = [a for a in aliases if refs.aliases.get(a) != latest]
+                if not moved:
+                    return None
+                for a in moved:
+                    refs.aliases[a] = latest
+                return refs
+            commit = self._write_object(
+                "commits",
+                fmt.encode(
+                    {
+                        "kind": "commit",
+                        "format": fmt.RECORD_FORMAT,
+                        "name": name,
+                        "type": type_,
+                        "manifest": fmt.to_bin(manifest),
+                        "parent": fmt.to_bin(parent) if parent else None,
+                        "description": description,
+                        "metadata": metadata or {},
+                        "created": time.time(),
+                        "run": run,
+                        "base": fmt.to_bin(base) if base else None,
+                    }
+                ),
+            )
+            index = len(refs.versions)
+            refs.versions.append((commit, time.time()))
+            for a in aliases:
+                refs.aliases[a] = index
+            result.update(index=index, created=True)
+            return refs
+
+        refs = self.update_refs(name, type_, change)
+        return refs, result["index"], result["created"]
+
+    def write_run(self, record: dict[str, Any]) -> None:
+        self._ensure_created()
+        self.backend.publish(f"runs/{record['id']}", fmt.encode(record), readonly=False)
+
+
+def run_summary(run_id: str, project: str | None, group: str | None, job_type: str | None) -> dict[str, Any]:
+    return {
+        "id": run_id,
+        "project": project,
+        "group": group,
+        "job_type": job_type,
+        "host": HOST,
+        "pid": os.getpid(),
+    }

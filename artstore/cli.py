@@ -1,0 +1,363 @@
+"""The ``artstore`` command line. Each command parses its arguments and calls the API."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from ._store import Store
+from .errors import ArtstoreError, InvalidInputError, InvalidNameError, VerificationError
+
+log = logging.getLogger("artstore.cli")
+
+
+class Options:
+    def __init__(self) -> None:
+        self.store: str | None = None
+        self.json = False
+        self.debug = False
+
+    def open_store(self) -> Store:
+        return Store(self.store)
+
+
+def common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Accept --store, --json and --debug after the command name too."""
+
+    def set_store(ctx: click.Context, _p: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.ensure_object(Options).store = value
+
+    def set_flag(name: str) -> Callable[[click.Context, click.Parameter, bool], None]:
+        def callback(ctx: click.Context, _p: click.Parameter, value: bool) -> None:
+            if value:
+                setattr(ctx.ensure_object(Options), name, True)
+                if name == "debug":
+                    _setup_logging(True)
+
+        return callback
+
+    fn = click.option("--store", callback=set_store, expose_value=False, metavar="DIR",
+                      help="The store to use (default: $ARTSTORE_DIR, else ~/.local/share/artstore).")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, callback=set_flag("json"),
+                      expose_value=False, help="Print results as JSON.")(fn)
+    fn = click.option("--debug", is_flag=True, callback=set_flag("debug"), expose_value=False,
+                      help="Show debug logs and tracebacks.")(fn)
+    return click.pass_obj(fn)
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="artstore: %(levelname)s: %(message)s" if not debug else
+        "%(asctime)s %(name)s %(levelname)s: %(message)s",
+        force=True,
+    )
+
+
+def emit(opts: Options, data: Any, text: str | Callable[[], str]) -> None:
+    if opts.json:
+        click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+    else:
+        out = text() if callable(text) else text
+        if out:
+            click.echo(out)
+
+
+@contextmanager
+def progress_bar(total: int | None, desc: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A byte-rate progress bar on stderr, shown on a terminal only."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+              leave=False, file=sys.stderr, mininterval=0.5) as bar:
+        files = [0]
+
+        def update(nbytes: int, nfiles: int) -> None:
+            files[0] += nfiles
+            bar.update(nbytes)
+            bar.set_postfix(files=files[0], refresh=False)
+
+        yield update
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _parse_metadata(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="-m/--metadata")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _describe(art: Any) -> dict[str, Any]:
+    return {
+        "name": art.name,
+        "version": art.version,
+        "qualified_name": art.qualified_name,
+        "type": art.type,
+        "aliases": art.aliases,
+        "digest": art.digest,
+        "id": art.id,
+        "size": art.size,
+        "files": len(art.manifest),
+        "created": art.created_at,
+        "description": art.description,
+        "metadata": art.metadata,
+    }
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="artstore")
+@common
+def cli(opts: Options) -> None:
+    """Version datasets, models and results in a local content-addressed store."""
+
+
+@cli.command("init")
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@click.option("--shared", is_flag=True, help="Make the store writable by the directory's group.")
+@common
+def init_cmd(opts: Options, directory: str | None, shared: bool) -> None:
+    """Create a store in DIRECTORY (default: the configured store)."""
+    store = Store.init(directory or opts.store, shared=shared)
+    emit(opts, {"store": str(store.path)}, f"store ready at {store.path}")
+
+
+@cli.command()
+@click.argument("path")
+@click.option("-n", "--name", help="Artifact name (default: the file or directory name).")
+@click.option("-t", "--type", "type_", default="dataset", show_default=True, help="Artifact type.")
+@click.option("-a", "--alias", "aliases", multiple=True, help="Alias to add (repeatable).")
+@click.option("-d", "--description", help="Description of the version.")
+@click.option("-m", "--metadata", "metadata", multiple=True, metavar="KEY=VALUE",
+              help="Metadata (repeatable); VALUE is parsed as JSON when it can be.")
+@common
+def put(opts: Options, path: str, name: str | None, type_: str, aliases: tuple[str, ...],
+        description: str | None, metadata: tuple[str, ...]) -> None:
+    """Log a file or directory (or a file:// reference) as a new version; print NAME:vN."""
+    from ._artifact import Artifact, target_log
+
+    meta = _parse_metadata(metadata)
+    is_ref = "://" in path
+    local = Path(path)
+    if not is_ref and not local.exists():
+        raise InvalidInputError(f"cannot put {path}: no such file or directory")
+    default_name = (path.rstrip("/").rsplit("/", 1)[-1] if is_ref
+                    else local.absolute().name) or "artifact"
+    art = Artifact(name or default_name, type_, description=description, metadata=meta)
+    if is_ref:
+        art.add_reference(path)
+    elif local.is_dir():
+        art.add_dir(local)
+    else:
+        art.add_file(local)
+    store = opts.open_store()
+    total = None
+    if sys.stderr.isatty():
+        total = sum(e.stat().st_size for e in art._sources.values() if isinstance(e, Path))
+    with progress_bar(total, "put") as update:
+        before = store.read_refs(art.name)
+        target_log(store, art, aliases, progress=update)
+    created = before is None or art._index >= len(before.versions)
+    if not created and not opts.json:
+        click.echo(f"unchanged: same content as {art.qualified_name}", err=True)
+    emit(opts, {**_describe(art), "created": created}, art.qualified_name)
+
+
+@cli.command()
+@click.argument("spec", metavar="NAME[:VERSION]")
+@click.option("--root", type=click.Path(file_okay=False), help="Where to write (default ./artifacts/NAME-vN).")
+@click.option("--mode", type=click.Choice(["copy", "hardlink", "symlink", "reflink", "auto"]),
+              default="copy", show_default=True, help="How to place files.")
+@click.option("--path-prefix", help="Only entries whose path starts with this.")
+@common
+def get(opts: Options, spec: str, root: str | None, mode: str, path_prefix: str | None) -> None:
+    """Download a version (default: latest) into a directory."""
+    art = opts.open_store().artifact(spec)
+    with progress_bar(art.size, "get") as update:
+        where = art.download(root, mode=mode, path_prefix=path_prefix, progress=update)
+    emit(opts, {**_describe(art), "root": where}, where)
+
+
+@cli.command()
+@click.argument("spec", metavar="NAME[:VERSION]")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option("--mode", type=click.Choice(["copy", "hardlink", "symlink", "reflink", "auto"]),
+              default="copy", show_default=True)
+@common
+def checkout(opts: Options, spec: str, root: str, mode: str) -> None:
+    """Make ROOT hold exactly the version's files, deleting any others."""
+    art = opts.open_store().artifact(spec)
+    where = art.checkout(root, mode=mode)
+    emit(opts, {**_describe(art), "root": where}, where)
+
+
+@cli.command("ls")
+@click.argument("name", required=False)
+@common
+def ls_cmd(opts: Options, name: str | None) -> None:
+    """List artifact names, or the versions of NAME."""
+    store = opts.open_store()
+    if name is None:
+        rows = []
+        for n in store.artifact_names():
+            latest = store.artifact(n)
+            refs = store.read_refs(n)
+            count = sum(v is not None for v in refs.versions) if refs else 0
+            rows.append({"name": n, "type": latest.type, "latest": latest.version,
+                         "versions": count, "updated": latest.created_at})
+        emit(opts, rows, lambda: "\n".join(
+            f"{r['name']}\t{r['type']}\t{r['latest']}\t{r['versions']} version(s)\t{_when(r['updated'])}"
+            for r in rows))
+        return
+    versions = store.versions(name)
+    rows = [{"version": a.version, "aliases": a.aliases, "size": a.size, "files": len(a.manifest),
+             "created": a.created_at, "digest": a.digest} for a in versions]
+    emit(opts, rows, lambda: "\n".join(
+        f"{r['version']}\t{_size(r['size'])}\t{r['files']} file(s)\t{_when(r['created'])}\t"
+        f"{','.join(r['aliases'])}" for r in rows))
+
+
+@cli.command()
+@click.argument("spec", metavar="NAME[:VERSION]")
+@common
+def show(opts: Options, spec: str) -> None:
+    """Show a version's metadata and entries."""
+    art = opts.open_store().artifact(spec)
+    entries = [{"path": e.path, "digest": e.digest, "size": e.size, "ref": e.ref}
+               for e in art.files()]
+
+    def text() -> str:
+        lines = [f"{art.qualified_name}  type={art.type}  aliases={','.join(art.aliases)}",
+                 f"digest {art.digest}  {len(entries)} file(s), {_size(art.size)}  "
+                 f"created {_when(art.created_at)}"]
+        if art.description:
+            lines.append(f"description: {art.description}")
+        if art.metadata:
+            lines.append(f"metadata: {json.dumps(art.metadata, sort_keys=True)}")
+        for e in entries:
+            size = "-" if e["size"] is None else str(e["size"])
+            lines.append(f"  {size:>12}  {e['digest']}  {e['path']}" + (f"  -> {e['ref']}" if e["ref"] else ""))
+        return "\n".join(lines)
+
+    emit(opts, {**_describe(art), "entries": entries, "run": art.logged_by()}, text)
+
+
+@cli.command()
+@click.argument("spec", metavar="NAME[:VERSION]")
+@click.argument("root", type=click.Path())
+@common
+def verify(opts: Options, spec: str, root: str) -> None:
+    """Check that ROOT holds exactly the version's files, byte for byte."""
+    art = opts.open_store().artifact(spec)
+    try:
+        art.verify(root)
+    except VerificationError as exc:
+        diffs = [{"path": p, "problem": why} for p, why in exc.differences]
+        emit(opts, {"ok": False, "version": art.qualified_name, "differences": diffs},
+             lambda: "\n".join(f"{d['path']}: {d['problem']}" for d in diffs))
+        if not opts.json:
+            click.echo(f"artstore: {root} differs from {art.qualified_name} in "
+                       f"{len(diffs)} place(s)", err=True)
+        sys.exit(1)
+    emit(opts, {"ok": True, "version": art.qualified_name},
+         f"ok: {root} matches {art.qualified_name}")
+
+
+@cli.command()
+@click.argument("spec", metavar="NAME:VERSION")
+@click.argument("alias")
+@click.option("-r", "--remove", is_flag=True, help="Remove ALIAS from NAME instead.")
+@common
+def alias(opts: Options, spec: str, alias: str, remove: bool) -> None:
+    """Point ALIAS at a version, or remove it with --remove (give NAME alone)."""
+    store = opts.open_store()
+    if remove:
+        name = spec.partition(":")[0]
+        store.remove_alias(name, alias)
+        emit(opts, {"name": name, "removed": alias}, f"removed {alias} from {name}")
+        return
+    art = store.add_alias(spec, alias)
+    emit(opts, _describe(art), f"{art.name}:{alias} -> {art.qualified_name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0 ok, 1 operational error, 2 usage error)."""
+    _setup_logging(False)
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="artstore", standalone_mode=False, obj=Options())
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        exc.show()
+        return 2
+    except click.Abort:
+        click.echo("artstore: aborted", err=True)
+        return 1
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:
+        click.echo("artstore: interrupted; nothing stored was damaged", err=True)
+        return 130
+    except ArtstoreError as exc:
+        if debug:
+            raise
+        click.echo(f"artstore: error: {exc}", err=True)
+        # A malformed name or version on the command line is a usage error.
+        return 2 if isinstance(exc, InvalidNameError) else 1
+    except OSError as exc:
+        if debug:
+            raise
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        click.echo(f"artstore: error: {exc.strerror or exc}{where}", err=True)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - one line for the user, traceback on request
+        if debug:
+            raise
+        click.echo(f"artstore: internal error: {type(exc).__name__}: {exc} "
+                   "(rerun with --debug for a traceback)", err=True)
+        return 1
+    return 0
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -91,6 +91,7 @@ class Artifact:
         self._index: int | None = None
         self._commit: dict[str, Any] | None = None
         self._aliases: list[str] = []
+        self._frozen: str | None = None
 
     @classmethod
     def _logged(cls, store: "Store", refs: "Refs", index: int) -> "Artifact":
@@ -124,6 +125,11 @@ class Artifact:
         return self._commit is None
 
     def _need_draft(self, what: str) -> None:
+        if self._frozen is not None:
+            raise ArtifactStateError(
+                f"cannot {what}: artifact {self._name!r} was {self._frozen}; "
+                "build a new Artifact for each upsert"
+            )
         if self.is_logged:
             raise ArtifactStateError(
                 f"cannot {what}: {self.qualified_name} is logged and immutable; "
@@ -489,16 +495,8 @@ def _walk(root: Path) -> Iterator[tuple[str, Path]]:
             yield rel, full
 
 
-def target_log(
-    store: "Store",
-    artifact: Artifact,
-    aliases: Iterable[str] = (),
-    run: dict[str, Any] | None = None,
-    progress: Progress | None = None,
-) -> Artifact:
-    """Store a draft's files, commit it as a version, and turn it into that version."""
-    from ._store import Refs
-
+def store_sources(store: "Store", artifact: Artifact, progress: Progress | None = None) -> list[Entry]:
+    """Store the blobs of a draft's files durably; return all of its entries."""
     if artifact.is_logged:
         raise ArtifactStateError(
             f"{artifact.qualified_name} is already logged; call new_draft() to change it"
@@ -513,11 +511,26 @@ def target_log(
     except BaseException:
         ingest.abort()
         raise
-    entries = {p: s for p, s in sources.items() if isinstance(s, Entry)}
-    for (path, _src), (digest, size) in zip(files, results):
-        entries[path] = Entry(path, digest, size)
-    entries = {p: (e if e.path == p else Entry(p, e.digest, e.size, e.ref)) for p, e in entries.items()}
+    entries = [
+        s if s.path == p else Entry(p, s.digest, s.size, s.ref)
+        for p, s in sources.items()
+        if isinstance(s, Entry)
+    ]
+    entries.extend(Entry(path, digest, size) for (path, _), (digest, size) in zip(files, results))
+    return entries
 
+
+def target_log(
+    store: "Store",
+    artifact: Artifact,
+    aliases: Iterable[str] = (),
+    run: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> Artifact:
+    """Store a draft's files, commit it as a version, and turn it into that version."""
+    from ._store import Refs
+
+    entries = {e.path: e for e in store_sources(store, artifact, progress)}
     base_entries = artifact._base_entries
     merge = None
     if base_entries is not None:

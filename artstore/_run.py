@@ -12,7 +12,7 @@ from . import _format as fmt
 from ._artifact import Artifact, target_log
 from ._backend import HOST
 from ._store import Store, run_summary
-from .errors import ArtifactStateError
+from .errors import ArtifactStateError, InvalidInputError
 
 
 class Run:
@@ -85,6 +85,67 @@ class Run:
         self._outputs.append(self._link(logged))
         self._record()
         return logged
+
+    def _distributed_id(self, given: str | None, what: str) -> str:
+        did = given if given is not None else self.group
+        if did is None:
+            raise InvalidInputError(
+                f"cannot {what} artifact: the run has no group and no distributed_id was "
+                "given; pass distributed_id=... or artstore.init(group=...)"
+            )
+        return did
+
+    def upsert_artifact(
+        self, artifact: Artifact, distributed_id: str | None = None, progress: Any = None
+    ) -> Artifact:
+        """Add the artifact's files to the pending version named by its name and ``distributed_id``.
+
+        ``distributed_id`` defaults to the run's group. When this returns, the
+        contribution is durable. The artifact object is frozen afterwards.
+        """
+        did = self._distributed_id(distributed_id, "upsert")
+        self.store.staging.upsert(artifact, did, self._summary(), progress)
+        artifact._frozen = f"upserted into distributed id {did!r}"
+        return artifact
+
+    def finish_artifact(
+        self,
+        artifact: Artifact,
+        distributed_id: str | None = None,
+        aliases: Iterable[str] = (),
+        wait_for: int | None = None,
+        timeout: float | None = None,
+        on_conflict: str = "error",
+        progress: Any = None,
+    ) -> Artifact:
+        """Seal the pending version: merge every contribution and the artifact's own files.
+
+        Args:
+            artifact: names the version; its own files (if any) join the merge.
+            distributed_id: defaults to the run's group.
+            aliases: aliases for the new version, besides ``latest``.
+            wait_for: wait until this many contributions are staged first.
+            timeout: seconds to wait for them before giving up (LockTimeoutError).
+            on_conflict: ``error`` (default) refuses paths staged with different
+                contents; ``newest`` or ``oldest`` lets that contribution win.
+        """
+        if isinstance(aliases, str):
+            aliases = [aliases]
+        did = self._distributed_id(distributed_id, "finish")
+        refs, index = self.store.staging.finish(
+            artifact,
+            did,
+            aliases=aliases,
+            run=self._summary(),
+            wait_for=wait_for,
+            timeout=timeout,
+            on_conflict=on_conflict,
+            progress=progress,
+        )
+        artifact._bind(self.store, refs, index, self.store.read_commit(refs.versions[index][0]))
+        self._outputs.append(self._link(artifact))
+        self._record()
+        return artifact
 
     def use_artifact(self, artifact: str | Artifact, type: str | None = None) -> Artifact:  # noqa: A002
         """Return the version ``NAME[:VERSION_OR_ALIAS]`` and record it as this run's input.

@@ -34,6 +34,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._artifact import Artifact
+    from ._collab import Staging
 
 log = logging.getLogger(__name__)
 
@@ -491,6 +492,13 @@ class Store:
 
         refs = self.update_refs(name, type_, change)
         return refs, result["index"], result["created"]
+
+    @property
+    def staging(self) -> "Staging":
+        """The collaborative staging area: pending versions, upsert, finish, abort."""
+        from ._collab import Staging
+
+        return Staging(self)
 
     def write_run(self, record: dict[str, Any]) -> None:
         self._ensure_created()

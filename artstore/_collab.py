@@ -408,7 +408,7 @@ def merge(
         raise ConflictError(
             f"cannot finish {name!r} (distributed id {did!r}): {len(paths)} path(s) staged "
             f"with different contents: {shown}. The contributions are kept; resolve them, "
-            "or finish with on_conflict='newest' or 'oldest'",
+            "or finish with the conflict policy 'newest' or 'oldest' (--on-conflict)",
             paths,
         )
     return {p: e for p, (e, _c) in chosen.items()}

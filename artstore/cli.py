@@ -122,6 +122,37 @@ def _parse_metadata(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _artifact_from_path(path: str | None, name: str | None, type_: str,
+                        description: str | None = None, meta: dict[str, Any] | None = None) -> Any:
+    from ._artifact import Artifact
+
+    if path is None:
+        if name is None:
+            raise click.UsageError("give -n NAME")
+        return Artifact(name, type_, description=description, metadata=meta)
+    is_ref = "://" in path
+    local = Path(path)
+    if not is_ref and not local.exists():
+        raise InvalidInputError(f"cannot put {path}: no such file or directory")
+    default_name = (path.rstrip("/").rsplit("/", 1)[-1] if is_ref
+                    else local.absolute().name) or "artifact"
+    art = Artifact(name or default_name, type_, description=description, metadata=meta)
+    if is_ref:
+        art.add_reference(path)
+    elif local.is_dir():
+        art.add_dir(local)
+    else:
+        art.add_file(local)
+    return art
+
+
+def _draft_bytes(art: Any) -> int | None:
+    """Total size of a draft's local files, for a progress bar (only on a terminal)."""
+    if not sys.stderr.isatty():
+        return None
+    return sum(s.stat().st_size for s in art._sources.values() if isinstance(s, Path))
+
+
 def _describe(art: Any) -> dict[str, Any]:
     return {
         "name": art.name,
@@ -164,31 +195,25 @@ def init_cmd(opts: Options, directory: str | None, shared: bool) -> None:
 @click.option("-d", "--description", help="Description of the version.")
 @click.option("-m", "--metadata", "metadata", multiple=True, metavar="KEY=VALUE",
               help="Metadata (repeatable); VALUE is parsed as JSON when it can be.")
+@click.option("--distributed-id", metavar="ID",
+              help="Stage the files into the pending collaborative version ID instead.")
 @common
 def put(opts: Options, path: str, name: str | None, type_: str, aliases: tuple[str, ...],
-        description: str | None, metadata: tuple[str, ...]) -> None:
+        description: str | None, metadata: tuple[str, ...], distributed_id: str | None) -> None:
     """Log a file or directory (or a file:// reference) as a new version; print NAME:vN."""
-    from ._artifact import Artifact, target_log
+    from ._artifact import target_log
 
-    meta = _parse_metadata(metadata)
-    is_ref = "://" in path
-    local = Path(path)
-    if not is_ref and not local.exists():
-        raise InvalidInputError(f"cannot put {path}: no such file or directory")
-    default_name = (path.rstrip("/").rsplit("/", 1)[-1] if is_ref
-                    else local.absolute().name) or "artifact"
-    art = Artifact(name or default_name, type_, description=description, metadata=meta)
-    if is_ref:
-        art.add_reference(path)
-    elif local.is_dir():
-        art.add_dir(local)
-    else:
-        art.add_file(local)
+    art = _artifact_from_path(path, name, type_, description, _parse_metadata(metadata))
     store = opts.open_store()
-    total = None
-    if sys.stderr.isatty():
-        total = sum(e.stat().st_size for e in art._sources.values() if isinstance(e, Path))
-    with progress_bar(total, "put") as update:
+    if distributed_id is not None:
+        if aliases:
+            raise click.UsageError("--alias goes with 'artstore finish' in collaborative mode")
+        with progress_bar(_draft_bytes(art), "stage") as update:
+            count = store.staging.upsert(art, distributed_id, None, update)
+        emit(opts, {"name": art.name, "distributed_id": distributed_id, "entries": count},
+             f"staged {count} file(s) into {art.name} (distributed id {distributed_id})")
+        return
+    with progress_bar(_draft_bytes(art), "put") as update:
         before = store.read_refs(art.name)
         target_log(store, art, aliases, progress=update)
     created = before is None or art._index >= len(before.versions)
@@ -312,6 +337,188 @@ def alias(opts: Options, spec: str, alias: str, remove: bool) -> None:
         return
     art = store.add_alias(spec, alias)
     emit(opts, _describe(art), f"{art.name}:{alias} -> {art.qualified_name}")
+
+
+@cli.command()
+@click.argument("path", required=False)
+@click.option("-n", "--name", required=True, help="Artifact name.")
+@click.option("--distributed-id", required=True, metavar="ID", help="The pending version to seal.")
+@click.option("-t", "--type", "type_", default="dataset", show_default=True)
+@click.option("-a", "--alias", "aliases", multiple=True, help="Alias for the new version.")
+@click.option("-d", "--description")
+@click.option("-m", "--metadata", "metadata", multiple=True, metavar="KEY=VALUE")
+@click.option("--wait-for", type=click.IntRange(min=1), metavar="N",
+              help="Wait until N contributions are staged.")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Give up waiting after this long.")
+@click.option("--on-conflict", type=click.Choice(["error", "newest", "oldest"]), default="error",
+              show_default=True, help="What to do with a path staged with different contents.")
+@common
+def finish(opts: Options, path: str | None, name: str, distributed_id: str, type_: str,
+           aliases: tuple[str, ...], description: str | None, metadata: tuple[str, ...],
+           wait_for: int | None, timeout: float | None, on_conflict: str) -> None:
+    """Seal a collaborative version, adding PATH's files if given; print NAME:vN."""
+    from ._artifact import Artifact
+
+    art = _artifact_from_path(path, name, type_, description, _parse_metadata(metadata))
+    store = opts.open_store()
+    refs, index = store.staging.finish(art, distributed_id, aliases=aliases, wait_for=wait_for,
+                                       timeout=timeout, on_conflict=on_conflict)
+    done = Artifact._logged(store, refs, index)
+    emit(opts, _describe(done), done.qualified_name)
+
+
+@cli.group()
+def staging() -> None:
+    """Pending collaborative versions."""
+
+
+def _pending_row(p: Any) -> dict[str, Any]:
+    return {"name": p.name, "distributed_id": p.distributed_id,
+            "contributions": len(p.contributions), "entries": p.entry_count, "size": p.size,
+            "oldest": p.oldest, "newest": p.newest, "closing": p.closing,
+            "writers": sorted({c.label for c in p.contributions})}
+
+
+def _age(ts: float | None) -> str:
+    import time
+
+    if ts is None:
+        return "-"
+    seconds = max(0, time.time() - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@staging.command("ls")
+@common
+def staging_ls(opts: Options) -> None:
+    """List pending collaborative versions."""
+    rows = [_pending_row(p) for p in opts.open_store().staging.pending()]
+    emit(opts, rows, lambda: "\n".join(
+        f"{r['name']}\t{r['distributed_id']}\t{r['contributions']} contribution(s)\t"
+        f"{r['entries']} file(s)\t{_size(r['size'])}\tage {_age(r['oldest'])}"
+        for r in rows))
+
+
+@staging.command("show")
+@click.argument("distributed_id", metavar="ID")
+@click.option("-n", "--name", help="Only this artifact.")
+@common
+def staging_show(opts: Options, distributed_id: str, name: str | None) -> None:
+    """Show the contributions staged under ID."""
+    found = [p for p in opts.open_store().staging.pending()
+             if p.distributed_id == distributed_id and (name is None or p.name == name)]
+    if not found:
+        raise InvalidInputError(f"nothing is staged under distributed id {distributed_id!r}")
+    rows = []
+    for p in found:
+        row = _pending_row(p)
+        row["contributions"] = [
+            {"record": c.key, "writer": c.label, "entries": len(c.entries),
+             "size": sum(e.size or 0 for e in c.entries), "created": c.created}
+            for c in p.contributions]
+        rows.append(row)
+
+    def text() -> str:
+        lines = []
+        for r in rows:
+            lines.append(f"{r['name']} (distributed id {r['distributed_id']}): {r['entries']} "
+                         f"file(s), {_size(r['size'])}" + (" [finishing]" if r["closing"] else ""))
+            for c in r["contributions"]:
+                lines.append(f"  {c['writer']}\t{c['entries']} file(s)\t{_size(c['size'])}\t"
+                             f"age {_age(c['created'])}")
+        return "\n".join(lines)
+
+    emit(opts, rows, text)
+
+
+@staging.command("abort")
+@click.argument("distributed_id", metavar="ID")
+@click.option("-n", "--name", help="Only this artifact.")
+@common
+def staging_abort(opts: Options, distributed_id: str, name: str | None) -> None:
+    """Drop every contribution staged under ID (their blobs become garbage for gc)."""
+    store = opts.open_store()
+    targets = sorted({p.name for p in store.staging.pending()
+                      if p.distributed_id == distributed_id and (name is None or p.name == name)})
+    if not targets:
+        raise InvalidInputError(f"nothing is staged under distributed id {distributed_id!r}")
+    dropped = {n: store.staging.abort(n, distributed_id) for n in targets}
+    emit(opts, {"distributed_id": distributed_id, "dropped": dropped},
+         lambda: "\n".join(f"aborted {n} (distributed id {distributed_id}): {c} contribution(s) "
+                            "dropped" for n, c in dropped.items()))
+
+
+@cli.command()
+@click.argument("spec", metavar="NAME[:VERSION]")
+@click.option("--add", "adds", multiple=True, metavar="PATH[:NAME]",
+              help="Add or replace a file or directory (as NAME inside the artifact).")
+@click.option("--remove", "removes", multiple=True, metavar="NAME",
+              help="Remove an entry or a directory of entries.")
+@click.option("-a", "--alias", "aliases", multiple=True)
+@common
+def patch(opts: Options, spec: str, adds: tuple[str, ...], removes: tuple[str, ...],
+          aliases: tuple[str, ...]) -> None:
+    """Make a new version from VERSION (default latest) with entries added or removed."""
+    from ._artifact import target_log
+
+    if not adds and not removes:
+        raise click.UsageError("give at least one --add or --remove")
+    store = opts.open_store()
+    draft = store.artifact(spec).new_draft()
+    for item in removes:
+        draft.remove(item)
+    for item in adds:
+        local, sep, inside = item.rpartition(":")
+        if not sep or not local or "/" in inside and not Path(local).exists():
+            local, inside = item, ""
+        source = Path(local)
+        if source.is_dir():
+            draft.add_dir(source, name=inside or None, overwrite=True)
+        elif source.is_file():
+            draft.add_file(source, name=inside or None, overwrite=True)
+        else:
+            raise InvalidInputError(f"cannot add {local}: no such file or directory")
+    with progress_bar(_draft_bytes(draft), "patch") as update:
+        target_log(store, draft, aliases, progress=update)
+    emit(opts, _describe(draft), draft.qualified_name)
+
+
+@cli.command()
+@click.argument("first", metavar="NAME:A")
+@click.argument("second", metavar="NAME:B")
+@common
+def diff(opts: Options, first: str, second: str) -> None:
+    """List entries added, removed and modified from version A to version B."""
+    store = opts.open_store()
+    a, b = store.artifact(first), store.artifact(second)
+    old, new = a.manifest, b.manifest
+    rows = (
+        [{"change": "added", "path": p, "size": new[p].size} for p in new if p not in old]
+        + [{"change": "removed", "path": p, "size": old[p].size} for p in old if p not in new]
+        + [{"change": "modified", "path": p, "old_size": old[p].size, "size": new[p].size}
+           for p in new if p in old and old[p] != new[p]]
+    )
+    rows.sort(key=lambda r: (r["path"], r["change"]))
+    sign = {"added": "+", "removed": "-", "modified": "M"}
+
+    def text() -> str:
+        lines = []
+        for r in rows:
+            if r["change"] == "modified":
+                lines.append(f"M {r['path']}\t{r['old_size']} -> {r['size']} bytes")
+            else:
+                lines.append(f"{sign[r['change']]} {r['path']}\t{r['size']} bytes")
+        added = sum(r["change"] == "added" for r in rows)
+        removed = sum(r["change"] == "removed" for r in rows)
+        lines.append(f"{a.qualified_name} -> {b.qualified_name}: {added} added, "
+                     f"{removed} removed, {len(rows) - added - removed} modified")
+        return "\n".join(lines)
+
+    emit(opts, {"from": a.qualified_name, "to": b.qualified_name, "changes": rows}, text)
 
 
 def main(argv: list[str] | None = None) -> int:

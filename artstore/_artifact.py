@@ -28,6 +28,7 @@ from ._names import check_name, check_path, check_type, normalize_path
 from .errors import (
     ArtifactStateError,
     ConflictError,
+    CorruptDataError,
     InvalidInputError,
     InvalidNameError,
     NotFoundError,
@@ -426,7 +427,12 @@ class Artifact:
         writer = Materializer(target, self._store.blob_path, mode, progress)
         for entry in self._entries():
             if path_prefix is None or entry.path.startswith(path_prefix):
-                writer.write(entry)
+                try:
+                    writer.write(entry)
+                except CorruptDataError:
+                    if entry.ref is None:
+                        self._store.quarantine(entry.digest)
+                    raise
         return str(target)
 
     def checkout(self, root: str | os.PathLike[str] | None = None, mode: str = "copy") -> str:

@@ -108,6 +108,14 @@ class Backend(ABC):
     def touch(self, key: str) -> None:
         """Refresh the modification time of ``key`` (marks a reused object as young)."""
 
+    @abstractmethod
+    def stat(self, key: str) -> tuple[int, float] | None:
+        """Return (size, modification time) of ``key``, or None if it is absent."""
+
+    @abstractmethod
+    def rename(self, key: str, new_key: str) -> None:
+        """Move ``key`` to ``new_key`` (used to quarantine a damaged object)."""
+
     def local_path(self, key: str) -> Path | None:
         """Return a filesystem path for ``key`` where the backend has one."""
         return None
@@ -283,6 +291,18 @@ class LocalBackend(Backend):
 
     def local_path(self, key: str) -> Path:
         return self._path(key)
+
+    def stat(self, key: str) -> tuple[int, float] | None:
+        try:
+            st = os.stat(self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_size, st.st_mtime
+
+    def rename(self, key: str, new_key: str) -> None:
+        dest = self._path(new_key)
+        self._ensure_dir(dest.parent)
+        os.replace(self._path(key), dest)
 
     def is_regular(self, key: str) -> bool:
         try:

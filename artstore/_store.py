@@ -35,6 +35,7 @@ from .errors import (
 if TYPE_CHECKING:
     from ._artifact import Artifact
     from ._collab import Staging
+    from ._maintenance import FsckReport, GcReport
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +363,7 @@ class Store:
 
         name, which = parse_spec(spec)
         refs = self.read_refs(name)
-        if refs is None:
+        if refs is None or refs.latest() is None:
             raise ArtifactNotFoundError(f"no artifact named {name!r} in store {self.path}")
         if type is not None and refs.type != type:
             raise VersionNotFoundError(
@@ -374,7 +375,12 @@ class Store:
         """Return the names of all artifacts that have at least one version."""
         if not self._check_marker():
             return []
-        return sorted(n for n in self.backend.list("refs") if self.read_refs(n) is not None)
+        names = []
+        for n in self.backend.list("refs"):
+            refs = self.read_refs(n)
+            if refs is not None and refs.latest() is not None:
+                names.append(n)
+        return sorted(names)
 
     def versions(self, name: str) -> list["Artifact"]:
         """Return every version of ``name``, oldest first."""
@@ -492,6 +498,77 @@ class Store:
 
         refs = self.update_refs(name, type_, change)
         return refs, result["index"], result["created"]
+
+    def quarantine(self, digest: str) -> None:
+        """Move a blob whose bytes no longer match its digest out of the way.
+
+        The next add of the same content then stores a good copy instead of trusting the
+        damaged one because "it already exists".
+        """
+        key = blob_key(digest)
+        if self.backend.exists(key):
+            dest = f"corrupt/{digest}.{int(time.time())}"
+            self.backend.rename(key, dest)
+            log.warning("blob %s does not match its digest; moved to %s", digest, dest)
+
+    def fsck(self, sample: float = 1.0) -> "FsckReport":
+        """Check every record and (a ``sample`` fraction of) the blobs; see :mod:`_maintenance`."""
+        from ._maintenance import fsck
+
+        return fsck(self, sample)
+
+    def gc(self, grace: float | None = None, dry_run: bool = False) -> "GcReport":
+        """Remove what no version, contribution or recent write needs."""
+        from ._maintenance import DEFAULT_GRACE, gc
+
+        return gc(self, DEFAULT_GRACE if grace is None else grace, dry_run)
+
+    def delete_version(self, spec: str, delete_aliases: bool = False) -> None:
+        """Delete one version; refused while it has aliases unless ``delete_aliases``."""
+        name, which = parse_spec(spec, default="")
+        if not which:
+            raise InvalidInputError(f"give the version to delete, as {name}:vN")
+
+        def change(refs: Refs) -> Refs | None:
+            index = self._resolve(refs, which)
+            held = refs.aliases_of(index)
+            if held and not delete_aliases:
+                raise InvalidInputError(
+                    f"{name}:v{index} has aliases {', '.join(held)}; move them first or "
+                    "delete with delete_aliases=True (--delete-aliases)"
+                )
+            refs.versions[index] = None
+            for alias in held:
+                del refs.aliases[alias]
+            return refs
+
+        self.update_refs(name, None, change)
+
+    def set_retention(self, name: str, keep_last: int | None) -> None:
+        """Keep only the last ``keep_last`` versions of ``name`` (and aliased ones) at gc."""
+        check_name(name)
+        key = f"policies/{name}"
+        if keep_last is None:
+            self.backend.delete(key)
+            return
+        if not isinstance(keep_last, int) or keep_last < 1:
+            raise InvalidInputError(f"keep_last must be a whole number of at least 1, got {keep_last!r}")
+        self._ensure_created()
+        self.backend.publish(
+            key,
+            fmt.encode({"kind": "retention", "format": fmt.RECORD_FORMAT, "name": name,
+                        "keep_last": keep_last}),
+            readonly=False,
+        )
+
+    def retention(self, name: str) -> int | None:
+        """The ``keep_last`` rule of ``name``, or None."""
+        key = f"policies/{name}"
+        try:
+            data = self.backend.read(key)
+        except FileNotFoundError:
+            return None
+        return int(fmt.decode(data, "retention", str(self.path / key))["keep_last"])
 
     @property
     def staging(self) -> "Staging":

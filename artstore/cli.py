@@ -521,6 +521,72 @@ def diff(opts: Options, first: str, second: str) -> None:
     emit(opts, {"from": a.qualified_name, "to": b.qualified_name, "changes": rows}, text)
 
 
+@cli.command()
+@click.option("--sample", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Fraction of blobs to re-hash (1 = all).")
+@common
+def fsck(opts: Options, sample: float) -> None:
+    """Check every record and re-hash blobs; exit 1 if anything is damaged."""
+    report = opts.open_store().fsck(sample=sample)
+    data = {"ok": report.ok, "versions": report.versions, "blobs": report.blobs_checked,
+            "blobs_hashed": report.blobs_hashed,
+            "problems": [{"severity": p.severity, "path": p.path, "message": p.message}
+                         for p in report.problems]}
+    emit(opts, data, lambda: "\n".join(
+        [str(p) for p in report.problems]
+        + [f"{'ok' if report.ok else 'DAMAGED'}: {report.versions} version(s), "
+           f"{report.blobs_checked} blob(s), {report.blobs_hashed} re-hashed, "
+           f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"]))
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--grace", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Keep unreferenced objects younger than this (default 24 h).")
+@common
+def gc(opts: Options, dry_run: bool, grace: float | None) -> None:
+    """Apply retention rules and remove what no version or pending write needs."""
+    report = opts.open_store().gc(grace=grace, dry_run=dry_run)
+    verb = "would free" if dry_run else "freed"
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.removed.items())) or "nothing"
+    data = {"dry_run": dry_run, "removed": report.removed, "freed_bytes": report.freed_bytes,
+            "versions_deleted": report.versions_deleted, "kept_young": report.kept_young}
+    emit(opts, data, lambda: "\n".join(
+        [f"{'would delete' if dry_run else 'deleted'} {v} (retention)" for v in report.versions_deleted]
+        + [f"{verb} {_size(report.freed_bytes)}: {counts}; kept {report.kept_young} young "
+           "unreferenced object(s)"]))
+
+
+@cli.command("rm")
+@click.argument("spec", metavar="NAME:VERSION")
+@click.option("--delete-aliases", is_flag=True, help="Also drop the version's aliases.")
+@common
+def rm_cmd(opts: Options, spec: str, delete_aliases: bool) -> None:
+    """Delete a version (its blobs go at the next gc unless other versions use them)."""
+    store = opts.open_store()
+    art = store.artifact(spec)
+    store.delete_version(art.qualified_name, delete_aliases=delete_aliases)
+    emit(opts, {"deleted": art.qualified_name}, f"deleted {art.qualified_name}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--keep-last", type=click.IntRange(min=1), metavar="N",
+              help="Keep the last N versions, and every version with an alias.")
+@click.option("--clear", is_flag=True, help="Remove the rule.")
+@common
+def retention(opts: Options, name: str, keep_last: int | None, clear: bool) -> None:
+    """Show or set the retention rule of NAME, applied by gc."""
+    store = opts.open_store()
+    if clear or keep_last is not None:
+        store.set_retention(name, None if clear else keep_last)
+    rule = store.retention(name)
+    emit(opts, {"name": name, "keep_last": rule},
+         f"{name}: " + (f"keep the last {rule} version(s) and aliased ones" if rule else "keep all"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 operational error, 2 usage error)."""
     _setup_logging(False)

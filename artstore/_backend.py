@@ -139,13 +139,25 @@ _syncfs = _load_syncfs()
 class LocalBackend(Backend):
     """A store in a directory of a local or network filesystem."""
 
-    def __init__(self, root: Path, file_mode: int = 0o444, dir_mode: int = 0o777) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
         self.location = str(root)
-        self.file_mode = file_mode
-        self.dir_mode = dir_mode
+        #: Published files are read-only for everyone; rewritable records get owner write.
+        self.file_mode = 0o444
+        self.writable_mode = 0o644
+        self.shared = False
         self._tmp = root / "tmp"
         self._made_dirs: set[Path] = set()
+
+    def set_shared(self, shared: bool) -> None:
+        """Lay out new files and directories for several Unix users of one group.
+
+        Directories become group-writable and setgid (so everything in the store keeps
+        the store's group); rewritable records and lock files become group-writable.
+        Blobs and content-addressed records stay read-only for everyone.
+        """
+        self.shared = shared
+        self.writable_mode = 0o664 if shared else 0o644
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -155,7 +167,21 @@ class LocalBackend(Backend):
     def _ensure_dir(self, directory: Path) -> None:
         if directory in self._made_dirs:
             return
-        directory.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
+        if not self.shared:
+            directory.mkdir(parents=True, exist_ok=True)
+        else:
+            missing = []
+            here = directory
+            while not here.exists():
+                missing.append(here)
+                here = here.parent
+            for d in reversed(missing):
+                try:
+                    d.mkdir()
+                except FileExistsError:
+                    continue  # another writer made it, and sets its mode
+                # mkdir's mode is cut by the umask; set it explicitly.
+                os.chmod(d, 0o2775)
         self._made_dirs.add(directory)
 
     def _temp_path(self) -> Path:
@@ -169,7 +195,7 @@ class LocalBackend(Backend):
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fchmod(fd, self.file_mode if readonly else self.file_mode | 0o200)
+            os.fchmod(fd, self.file_mode if readonly else self.writable_mode)
         except BaseException:
             os.close(fd)
             os.unlink(path)
@@ -234,7 +260,9 @@ class LocalBackend(Backend):
     def lock(self, name: str, timeout: float = 600.0) -> Iterator[None]:
         path = self._path(f"locks/{name}")
         self._ensure_dir(path.parent)
-        lease = filelock.SoftFileLease(path, lease_duration=LEASE_SECONDS)
+        lease = filelock.SoftFileLease(
+            path, lease_duration=LEASE_SECONDS, mode=self.writable_mode
+        )
         try:
             lease.acquire(timeout=timeout)
         except filelock.Timeout:

@@ -173,6 +173,7 @@ class Store:
                 f"by this artstore (it reads version {fmt.STORE_VERSION}); upgrade artstore",
                 where,
             )
+        self.backend.set_shared(bool(marker.get("shared")))  # type: ignore[attr-defined]
         self._checked = True
         return True
 
@@ -189,6 +190,9 @@ class Store:
                 "not an artstore store; choose an empty or new directory"
             )
         self.path.mkdir(parents=True, exist_ok=True)
+        if shared:
+            os.chmod(self.path, 0o2775)
+            self.backend.set_shared(True)  # type: ignore[attr-defined]
         marker = {
             "format": fmt.STORE_FORMAT,
             "version": fmt.STORE_VERSION,

@@ -184,7 +184,8 @@ def cli(opts: Options) -> None:
 def init_cmd(opts: Options, directory: str | None, shared: bool) -> None:
     """Create a store in DIRECTORY (default: the configured store)."""
     store = Store.init(directory or opts.store, shared=shared)
-    emit(opts, {"store": str(store.path)}, f"store ready at {store.path}")
+    note = " (shared: group-writable, setgid directories)" if shared else ""
+    emit(opts, {"store": str(store.path), "shared": shared}, f"store ready at {store.path}{note}")
 
 
 @cli.command()

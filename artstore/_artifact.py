@@ -14,6 +14,7 @@ import logging
 import os
 import stat as stat_mod
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -45,8 +46,19 @@ Source = Path | Entry
 
 
 def check_tree(paths: Iterable[str]) -> None:
-    """Refuse a set of paths in which one path is a directory of another."""
+    """Refuse a set of paths in which one path is a directory of another, or two paths
+    differ only in Unicode normalisation (they would name one file on many systems)."""
     ordered = sorted(paths)
+    seen: dict[str, str] = {}
+    for p in ordered:
+        folded = unicodedata.normalize("NFC", p)
+        if folded in seen:
+            raise ConflictError(
+                f"entries {seen[folded]!r} and {p!r} differ only in Unicode normalisation; "
+                "rename one of them",
+                [seen[folded], p],
+            )
+        seen[folded] = p
     for a, b in zip(ordered, ordered[1:]):
         if b.startswith(a + "/"):
             raise ConflictError(

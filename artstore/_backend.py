@@ -13,17 +13,22 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import logging
 import os
 import secrets
 import socket
 import stat
+import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import filelock
+
+from ._lock import LeaseLock, LockTimeout
 
 from .errors import LockTimeoutError
 
@@ -119,6 +124,12 @@ class Backend(ABC):
     def local_path(self, key: str) -> Path | None:
         """Return a filesystem path for ``key`` where the backend has one."""
         return None
+
+
+def _local_lock_dir() -> Path:
+    path = Path(tempfile.gettempdir()) / f"artstore-locks-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
 
 
 def _load_syncfs():  # type: ignore[no-untyped-def]
@@ -260,12 +271,20 @@ class LocalBackend(Backend):
     def lock(self, name: str, timeout: float = 600.0) -> Iterator[None]:
         path = self._path(f"locks/{name}")
         self._ensure_dir(path.parent)
-        lease = filelock.SoftFileLease(
-            path, lease_duration=LEASE_SECONDS, mode=self.writable_mode
-        )
+        self._ensure_dir(self._tmp)
+        # Processes of this host queue on a kernel lock first (released by the kernel if
+        # the holder dies), so only one of them at a time contends for the lease marker,
+        # which is what excludes other hosts.
+        local = _local_lock_dir() / hashlib.sha1(str(path).encode()).hexdigest()
+        deadline = time.monotonic() + timeout
+        queue = filelock.FileLock(local, timeout=timeout)
+        lease = LeaseLock(path, self._tmp, LEASE_SECONDS, self.writable_mode)
         try:
-            lease.acquire(timeout=timeout)
-        except filelock.Timeout:
+            queue.acquire()
+            lease.acquire(max(0.0, deadline - time.monotonic()))
+        except (filelock.Timeout, LockTimeout):
+            if queue.is_locked:
+                queue.release()
             raise LockTimeoutError(
                 f"lock {name!r} in {self.location} is held by another process "
                 f"(waited {timeout:g} s); retry, or check for a stuck artstore process"
@@ -274,6 +293,7 @@ class LocalBackend(Backend):
             yield
         finally:
             lease.release()
+            queue.release()
 
     def temp(self) -> TempFile:
         path = self._temp_path()

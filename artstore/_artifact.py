@@ -252,6 +252,7 @@ class Artifact:
     # -- building a draft ----------------------------------------------------------------
 
     def _put(self, name: str, source: Source, overwrite: bool) -> None:
+        check_path(name)
         old = self._sources.get(name)
         if old is not None and not overwrite and old != source:
             raise ConflictError(

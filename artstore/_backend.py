@@ -43,16 +43,19 @@ HOST = socket.gethostname()
 class TempFile:
     """A file being written in the store's temporary area, not yet published."""
 
-    def __init__(self, backend: "LocalBackend", path: Path, fobj: BinaryIO) -> None:
+    def __init__(self, backend: "LocalBackend", path: Path, fobj: BinaryIO | None) -> None:
         self.backend = backend
         self.path = path
         self.file = fobj
+        #: True once the file has its final (read-only) mode.
+        self.ready = fobj is None
 
     def write(self, data: bytes) -> None:
+        assert self.file is not None
         self.file.write(data)
 
     def close(self) -> None:
-        if not self.file.closed:
+        if self.file is not None and not self.file.closed:
             self.file.close()
 
     def discard(self) -> None:
@@ -100,6 +103,21 @@ class Backend(ABC):
     @abstractmethod
     def temp(self) -> TempFile:
         """Open a new temporary file for streaming bytes into the store."""
+
+    def temp_with(self, data: bytes) -> TempFile:
+        """A closed temp file holding ``data``, ready for :meth:`publish_temp`."""
+        temp = self.temp()
+        try:
+            temp.write(data)
+            temp.close()
+        except BaseException:
+            temp.discard()
+            raise
+        return temp
+
+    def link_in(self, source: Path, key: str) -> bool:
+        """Make a local file the object at ``key`` without copying it; False if impossible."""
+        return False
 
     @abstractmethod
     def sync(self) -> None:
@@ -299,6 +317,25 @@ class LocalBackend(Backend):
         path = self._temp_path()
         return TempFile(self, path, open(path, "xb"))
 
+    def temp_with(self, data: bytes) -> TempFile:
+        return TempFile(self, self._write_temp(data, readonly=True), None)
+
+    def link_in(self, source: Path, key: str) -> bool:
+        dest = self._path(key)
+        self._ensure_dir(dest.parent)
+        # The store's copy and the user's file become one inode: make it read-only, so
+        # neither can be changed in place by accident.
+        os.chmod(source, stat.S_IMODE(os.stat(source).st_mode) & ~0o222)
+        try:
+            os.link(source, dest)
+        except FileExistsError:
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                return False
+            raise
+        return True
+
     def sync(self) -> None:
         if _syncfs is not None:
             fd = os.open(self.root, os.O_RDONLY)
@@ -313,18 +350,11 @@ class LocalBackend(Backend):
     def publish_temp(self, temp: TempFile, key: str) -> bool:
         temp.close()
         dest = self._path(key)
-        try:
-            existing = os.stat(dest).st_size
-        except FileNotFoundError:
-            existing = None
-        if existing is not None and existing == os.stat(temp.path).st_size:
-            temp.discard()
-            self.touch(key)
-            return False
-        # NOTE: an existing object of the wrong size is a damaged copy; the fresh bytes,
-        # which hashed to its name, replace it rather than being dropped as a duplicate.
-        os.chmod(temp.path, self.file_mode)
+        if not temp.ready:
+            os.chmod(temp.path, self.file_mode)
         self._ensure_dir(dest.parent)
+        # NOTE: renaming over an existing blob is harmless (the bytes hashed to its name),
+        # and is how a damaged copy gets replaced.
         os.replace(temp.path, dest)
         return True
 

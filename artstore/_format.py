@@ -34,6 +34,8 @@ def to_bin(digest: str) -> bytes:
 
 
 def from_bin(raw: bytes) -> Digest:
+    if type(raw) is not bytes or len(raw) != 16:
+        raise TypeError(f"a digest is 16 bytes, found {raw!r:.40}")
     return Digest(raw.hex())
 
 
@@ -104,9 +106,18 @@ def encode_manifest(entries: list[Entry]) -> bytes:
 def decode_manifest(data: bytes, where: str) -> list[Entry]:
     record = decode(data, "manifest", where)
     try:
-        return [Entry(path, from_bin(d), size, ref) for path, d, size, ref in record["entries"]]
-    except (KeyError, TypeError, ValueError) as exc:
+        entries = [Entry(path, d.hex(), size, ref) for path, d, size, ref in record["entries"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CorruptDataError(f"{where}: malformed manifest entries ({exc})", where) from exc
+    for e in entries:
+        if not (
+            type(e.path) is str
+            and len(e.digest) == 32
+            and (e.size is None or type(e.size) is int)
+            and (e.ref is None or type(e.ref) is str)
+        ):
+            raise CorruptDataError(f"{where}: malformed manifest entry {e.path!r}", where)
+    return entries
 
 
 def normalize_metadata(metadata: object) -> dict[str, Any]:

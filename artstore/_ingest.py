@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import stat as stat_mod
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +40,21 @@ def blob_key(digest: str) -> str:
     return f"blobs/{digest[:2]}/{digest[2:]}"
 
 
+#: A reused blob older than this gets its modification time refreshed, so that gc's grace
+#: period counts from its reuse (FORMAT.md section 6; README, "Why gc is safe").
+FRESHEN_AFTER = 3600.0
+
+
+def _stat_regular(path: Path) -> os.stat_result:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise InvalidInputError(f"cannot add {path}: not a regular file")
+    return st
+
+
 def _same_file_state(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (b.st_size, b.st_mtime_ns, b.st_ctime_ns)
 
@@ -61,35 +77,88 @@ class Ingest:
         self._pending: list[_Pending] = []
         self._known: set[str] = set()
 
-    def add_files(self, paths: list[Path]) -> list[tuple[Digest, int]]:
-        """Store each file; return (digest, size) for each, in order."""
+    def add_files(
+        self, paths: list[Path], link: list[bool] | None = None
+    ) -> list[tuple[Digest, int]]:
+        """Store each file; return (digest, size) for each, in order.
+
+        ``link`` marks files to be hard-linked into the store rather than copied (the
+        caller promises not to modify them; they become read-only).
+        """
         keys = [os.path.abspath(p) for p in paths]
         cached = self.cache.lookup_many(keys) if self.cache else {}
-        if len(paths) < 8:
-            return [self._add_one(p, k, cached.get(k)) for p, k in zip(paths, keys)]
-        with ThreadPoolExecutor(WORKERS) as pool:
-            return list(pool.map(self._add_one, paths, keys, [cached.get(k) for k in keys]))
+        results: list[tuple[Digest, int] | None] = [None] * len(paths)
+        misses: list[tuple[int, os.stat_result]] = []
+        # Files the stat cache knows cost a stat or two; only the rest go to workers.
+        for i, (path, key) in enumerate(zip(paths, keys)):
+            st = _stat_regular(path)
+            hit = cached.get(key)
+            if hit and hit[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                digest = Digest(hit[3])
+                if digest in self._known or self._have(digest, st.st_size):
+                    results[i] = (digest, st.st_size)
+                    self._tick(st.st_size)
+                    continue
+            misses.append((i, st))
+        links = link or [False] * len(paths)
+
+        def work(item: tuple[int, os.stat_result]) -> None:
+            i, st = item
+            results[i] = self._add_one(paths[i], keys[i], st, links[i])
+
+        if len(misses) < 8:
+            for item in misses:
+                work(item)
+        else:
+            with ThreadPoolExecutor(WORKERS) as pool:
+                for _ in pool.map(work, misses, chunksize=64):
+                    pass
+        return results  # type: ignore[return-value]
+
+    def _have(self, digest: str, size: int) -> bool:
+        """Whether the store has the blob; refreshes its age for gc if it is old."""
+        st = self.backend.stat(blob_key(digest))
+        if st is None or st[0] != size:
+            return False
+        if time.time() - st[1] > FRESHEN_AFTER:
+            self.backend.touch(blob_key(digest))
+        return True
 
     def _add_one(
-        self, path: Path, key: str, cached: tuple[int, int, int, str] | None
+        self, path: Path, key: str, st: os.stat_result, link: bool = False
     ) -> tuple[Digest, int]:
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
-        if not stat_mod.S_ISREG(st.st_mode):
-            raise InvalidInputError(f"cannot add {path}: not a regular file")
-        if cached and cached[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-            digest = Digest(cached[3])
-            if digest in self._known or self.backend.size(blob_key(digest)) == st.st_size:
-                self.backend.touch(blob_key(digest))
-                self._tick(st.st_size)
-                return digest, st.st_size
-        digest = self._copy_in(path, st)
+        if link and st.st_size > SMALL:
+            digest = self._link_in(path, st)
+            st = os.stat(path)  # linking changed its ctime and mode
+        else:
+            digest = self._copy_in(path, st)
         if self.cache:
             self.cache.record(key, st, digest, now_ns())
         self._tick(st.st_size)
         return digest, st.st_size
+
+    def _link_in(self, path: Path, st: os.stat_result) -> Digest:
+        """Hash a file, then hard-link it into the store instead of copying its bytes."""
+        try:
+            with open(path, "rb", buffering=0) as src:
+                hasher = xxhash.xxh3_128()
+                buf = bytearray(CHUNK)
+                nread = 0
+                while n := src.readinto(buf):
+                    hasher.update(memoryview(buf)[:n])
+                    nread += n
+                self._check_unchanged(path, st, os.fstat(src.fileno()), nread)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
+        digest = Digest(hasher.hexdigest())
+        if digest in self._known or self._have(digest, st.st_size):
+            return digest
+        self._known.add(digest)
+        if not self.backend.link_in(path, blob_key(digest)):
+            # Another filesystem: fall back to a copy, which re-reads and re-hashes.
+            self._known.discard(digest)
+            return self._copy_in(path, st)
+        return digest
 
     def add_bytes(self, data: bytes) -> Digest:
         digest = Digest(xxhash.xxh3_128_hexdigest(data))
@@ -131,17 +200,12 @@ class Ingest:
             return
         self._known.add(digest)
         key = blob_key(digest)
-        if self.backend.size(key) == len(data):
-            self.backend.touch(key)
-            return
-        temp = self.backend.temp()
-        try:
-            temp.write(data)
-            temp.close()
-        except BaseException:
-            temp.discard()
-            raise
-        self._pending.append(_Pending(temp, digest))
+        if self._have(digest, len(data)):
+            # A small blob is cheap to compare: a damaged copy is replaced, not trusted.
+            if self.backend.read(key) == data:
+                return
+            log.warning("blob %s was damaged; storing a good copy", digest)
+        self._pending.append(_Pending(self.backend.temp_with(data), digest))
 
     def _stream(self, path: Path, src, st: os.stat_result) -> Digest:  # type: ignore[no-untyped-def]
         hasher = xxhash.xxh3_128()
@@ -164,6 +228,8 @@ class Ingest:
             temp.discard()
             raise
         digest = Digest(hasher.hexdigest())
+        # An existing blob of this digest is replaced by the fresh copy rather than
+        # trusted: the bytes are written already, and a damaged copy gets repaired.
         if digest in self._known:
             temp.discard()
         else:

@@ -12,7 +12,7 @@ from .errors import InvalidNameError
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 _TYPE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_VERSION_RE = re.compile(r"v(\d+)")
+_VERSION_RE = re.compile(r"v([0-9]+)", re.ASCII)
 _ALLOWED = "letters, digits, '_', '-' and '.'"
 
 
@@ -53,7 +53,12 @@ def check_alias(alias: object) -> str:
 def parse_version(text: str) -> int | None:
     """Return N for a version string ``vN``, or None if ``text`` is not one."""
     match = _VERSION_RE.fullmatch(text)
-    return int(match.group(1)) if match else None
+    if not match:
+        return None
+    digits = match.group(1)
+    # No store has a quintillion versions; such a number names none (and int() of a
+    # few thousand digits would raise).
+    return int(digits) if len(digits) <= 18 else 10**18
 
 
 def parse_spec(spec: object, default: str = "latest") -> tuple[str, str]:

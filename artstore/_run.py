@@ -12,7 +12,8 @@ from . import _format as fmt
 from ._artifact import Artifact, target_log
 from ._backend import HOST
 from ._store import Store, run_summary
-from .errors import ArtifactStateError, InvalidInputError
+from ._names import check_name
+from .errors import ArtifactStateError, InvalidInputError, InvalidNameError
 
 
 class Run:
@@ -26,6 +27,14 @@ class Run:
         store: Store | str | os.PathLike[str] | None = None,
         id: str | None = None,  # noqa: A002
     ) -> None:
+        if id is not None:
+            try:
+                check_name(id)
+            except InvalidNameError:
+                raise InvalidNameError(
+                    f"invalid run id {id!r}: use 1-128 characters of letters, digits, "
+                    "'_', '-' and '.', not starting with '.' or '-'"
+                ) from None
         self.id = id or secrets.token_hex(8)
         self.project = project
         self.group = group

@@ -95,6 +95,8 @@ class Artifact:
         self._metadata = fmt.normalize_metadata(metadata)
         self._incremental = incremental
         self._sources: dict[str, Source] = {}
+        #: Entry paths whose files are hard-linked into the store (policy="immutable").
+        self._linked: set[str] = set()
         self._base: Digest | None = None
         self._base_entries: dict[str, Entry] | None = None
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
@@ -262,33 +264,60 @@ class Artifact:
             )
         self._sources[name] = source
 
+    @staticmethod
+    def _check_policy(policy: str) -> bool:
+        if policy not in ("mutable", "immutable"):
+            raise InvalidInputError(f"unknown policy {policy!r}; use 'mutable' or 'immutable'")
+        return policy == "immutable"
+
     def add_file(
-        self, local_path: str | os.PathLike[str], name: str | None = None, overwrite: bool = False
+        self,
+        local_path: str | os.PathLike[str],
+        name: str | None = None,
+        overwrite: bool = False,
+        policy: str = "mutable",
     ) -> None:
-        """Add one file, as ``name`` (default: its file name). Its bytes are read at log time."""
+        """Add one file, as ``name`` (default: its file name). Its bytes are read at log time.
+
+        With ``policy="immutable"`` you promise never to modify the file: a large file is
+        then hard-linked into the store instead of copied (same filesystem only; else it
+        is copied) and becomes read-only.
+        """
         self._need_draft("add a file")
+        link = self._check_policy(policy)
         path = Path(local_path)
         if not path.is_file():
             raise InvalidInputError(
                 f"cannot add {path}: " + ("not a regular file" if path.exists() else "no such file")
             )
-        self._put(normalize_path(name if name is not None else path.name), path.absolute(), overwrite)
+        entry = normalize_path(name if name is not None else path.name)
+        self._put(entry, path.absolute(), overwrite)
+        if link:
+            self._linked.add(entry)
 
     def add_dir(
-        self, local_path: str | os.PathLike[str], name: str | None = None, overwrite: bool = False
+        self,
+        local_path: str | os.PathLike[str],
+        name: str | None = None,
+        overwrite: bool = False,
+        policy: str = "mutable",
     ) -> None:
         """Add every file under a directory, with paths relative to it, under ``name``/.
 
         Symlinks to files are followed; symlinks to directories, dangling symlinks and
-        special files (FIFOs, sockets, devices) are skipped with a warning.
+        special files (FIFOs, sockets, devices) are skipped with a warning. ``policy`` is
+        as for :meth:`add_file`.
         """
         self._need_draft("add a directory")
+        link = self._check_policy(policy)
         root = Path(local_path)
         if not root.is_dir():
             raise InvalidInputError(f"cannot add {root}: not a directory")
         prefix = normalize_path(name) + "/" if name else ""
         for rel, full in _walk(root):
             self._put(prefix + rel, full, overwrite)
+            if link:
+                self._linked.add(prefix + rel)
 
     @contextlib.contextmanager
     def new_file(self, name: str, mode: str = "x", encoding: str | None = None) -> Iterator[IO[Any]]:
@@ -525,7 +554,9 @@ def store_sources(store: "Store", artifact: Artifact, progress: Progress | None 
     files = [(p, s) for p, s in sources.items() if isinstance(s, Path)]
     ingest = store.ingest(progress)
     try:
-        results = ingest.add_files([s for _, s in files])
+        results = ingest.add_files(
+            [s for _, s in files], [p in artifact._linked for p, _ in files]
+        )
         ingest.finish()
     except BaseException:
         ingest.abort()

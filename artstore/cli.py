@@ -123,7 +123,8 @@ def _parse_metadata(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _artifact_from_path(path: str | None, name: str | None, type_: str,
-                        description: str | None = None, meta: dict[str, Any] | None = None) -> Any:
+                        description: str | None = None, meta: dict[str, Any] | None = None,
+                        policy: str = "mutable") -> Any:
     from ._artifact import Artifact
 
     if path is None:
@@ -140,9 +141,9 @@ def _artifact_from_path(path: str | None, name: str | None, type_: str,
     if is_ref:
         art.add_reference(path)
     elif local.is_dir():
-        art.add_dir(local)
+        art.add_dir(local, policy=policy)
     else:
-        art.add_file(local)
+        art.add_file(local, policy=policy)
     return art
 
 
@@ -198,13 +199,18 @@ def init_cmd(opts: Options, directory: str | None, shared: bool) -> None:
               help="Metadata (repeatable); VALUE is parsed as JSON when it can be.")
 @click.option("--distributed-id", metavar="ID",
               help="Stage the files into the pending collaborative version ID instead.")
+@click.option("--link", is_flag=True,
+              help="Hard-link large files into the store instead of copying them. You promise "
+                   "never to modify them; they become read-only.")
 @common
 def put(opts: Options, path: str, name: str | None, type_: str, aliases: tuple[str, ...],
-        description: str | None, metadata: tuple[str, ...], distributed_id: str | None) -> None:
+        description: str | None, metadata: tuple[str, ...], distributed_id: str | None,
+        link: bool) -> None:
     """Log a file or directory (or a file:// reference) as a new version; print NAME:vN."""
     from ._artifact import target_log
 
-    art = _artifact_from_path(path, name, type_, description, _parse_metadata(metadata))
+    art = _artifact_from_path(path, name, type_, description, _parse_metadata(metadata),
+                              policy="immutable" if link else "mutable")
     store = opts.open_store()
     if distributed_id is not None:
         if aliases:

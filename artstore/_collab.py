@@ -147,13 +147,12 @@ class Staging:
             except FileNotFoundError:
                 continue  # withdrawn or cleaned up while listing
             record = fmt.decode(data, "contribution", str(self.store.path / key))
-            rows = record["entries"]
             out.append(
                 Contribution(
                     key=entry,
                     writer=record["writer"],
                     created=record["created"],
-                    entries=[Entry(p, fmt.from_bin(d), s, r) for p, d, s, r in rows],
+                    entries=list(fmt.entries_from_fields(record, str(self.store.path / key))),
                 )
             )
         return out
@@ -163,6 +162,8 @@ class Staging:
         found = []
         for name in sorted(self.backend.list("staging")):
             for did in sorted(self.backend.list(f"staging/{name}")):
+                if self.backend.exists(self._seal_key(name, did)):
+                    continue  # finished; leftovers of a finisher that died are cleaned up
                 contribs = self.contributions(name, did)
                 closing = CLOSING in self.backend.list(self._dir(name, did))
                 if not contribs and not closing:
@@ -203,10 +204,7 @@ class Staging:
                 "distributed_id": did,
                 "writer": writer,
                 "created": time.time(),
-                "entries": [
-                    [e.path, fmt.to_bin(e.digest), e.size, e.ref]
-                    for e in sorted(entries, key=lambda e: e.path)
-                ],
+                **fmt.entries_fields(entries),
             }
         )
         # Sortable by time, unique per writer: c.<ns time>.<host>.<pid>.<random>
@@ -279,6 +277,7 @@ class Staging:
         with self.backend.lock(self._lock_name(name, did), timeout=lock_timeout):
             seal = self.read_seal(name, did)
             if seal is not None:
+                self.clean_sealed(name, did, seal)
                 raise self._sealed_error(name, did, seal)
             if wait_for:
                 self._wait(name, did, wait_for, timeout)
@@ -325,6 +324,15 @@ class Staging:
             for c in contribs:
                 self.backend.delete(f"{self._dir(name, did)}/{c.key}")
         return refs, index
+
+    def clean_sealed(self, name: str, did: str, seal: dict[str, Any]) -> None:
+        """Delete what a finisher that died after sealing left: CLOSING, merged records."""
+        prefix = self._dir(name, did)
+        self.backend.delete(f"{prefix}/{CLOSING}")
+        merged = set(seal.get("contributions", []))
+        for entry in self.backend.list(prefix):
+            if entry in merged:
+                self.backend.delete(f"{prefix}/{entry}")
 
     def _wait(self, name: str, did: str, count: int, timeout: float | None) -> None:
         """Wait until ``count`` contributions are staged, woken by filesystem events."""

@@ -7,9 +7,11 @@ same bytes and so the same digest.
 
 from __future__ import annotations
 
+import array
 import math
-from dataclasses import dataclass
-from typing import Any, NewType
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, NewType
 
 import msgpack
 import xxhash
@@ -39,8 +41,7 @@ def from_bin(raw: bytes) -> Digest:
     return Digest(raw.hex())
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One file of a version.
 
     Attributes:
@@ -58,6 +59,118 @@ class Entry:
     @property
     def is_reference(self) -> bool:
         return self.ref is not None
+
+
+#: The size column's marker for "unknown" (a reference recorded without a checksum).
+NO_SIZE = 2**64 - 1
+
+
+class Manifest(Sequence[Entry]):
+    """A decoded entry list, kept as columns; :class:`Entry` objects are made on demand.
+
+    A million entries decode in a fraction of a second because nothing is built per
+    entry until it is asked for.
+    """
+
+    __slots__ = ("_digests", "_index", "_paths", "_refs", "_sizes")
+
+    def __init__(
+        self, paths: list[str], digests: bytes, sizes: list[int], refs: dict[int, str]
+    ) -> None:
+        self._paths = paths
+        self._digests = digests
+        self._sizes = sizes
+        self._refs = refs
+        self._index: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Manifest, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Manifest of {len(self)} entries>"
+
+    def _entry(self, i: int) -> Entry:
+        size = self._sizes[i]
+        return Entry(
+            self._paths[i],
+            Digest(self._digests[16 * i : 16 * i + 16].hex()),
+            None if size == NO_SIZE else size,
+            self._refs.get(i),
+        )
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def,override]
+        if isinstance(i, slice):
+            return [self._entry(j) for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._entry(i)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return (self._entry(i) for i in range(len(self._paths)))
+
+    @property
+    def paths(self) -> list[str]:
+        return self._paths
+
+    def get(self, path: str) -> Entry | None:
+        if self._index is None:
+            self._index = {p: i for i, p in enumerate(self._paths)}
+        i = self._index.get(path)
+        return None if i is None else self._entry(i)
+
+    def blob_digests(self) -> set[str]:
+        """The digests of every stored (non-reference) entry, without building entries."""
+        hexed = self._digests.hex()
+        return {hexed[32 * i : 32 * i + 32] for i in range(len(self._paths)) if i not in self._refs}
+
+
+def entries_fields(entries: Iterable[Entry]) -> dict[str, Any]:
+    """Encode entries, sorted by path, as the columns of FORMAT.md 4.1."""
+    ordered = sorted(entries, key=lambda e: e.path)  # code point order = UTF-8 byte order
+    sizes = array.array("Q", (NO_SIZE if e.size is None else e.size for e in ordered))
+    if sys.byteorder != "little":
+        sizes.byteswap()
+    return {
+        "count": len(ordered),
+        "paths": "\0".join(e.path for e in ordered),
+        "digests": b"".join(bytes.fromhex(e.digest) for e in ordered),
+        "sizes": sizes.tobytes(),
+        "refs": {i: e.ref for i, e in enumerate(ordered) if e.ref is not None},
+    }
+
+
+def entries_from_fields(record: dict[str, Any], where: str) -> Manifest:
+    """Decode the columns written by :func:`entries_fields`, checking their shapes."""
+    try:
+        count = record["count"]
+        paths = record["paths"].split("\0") if count else []
+        digests = record["digests"]
+        sizes = array.array("Q")
+        sizes.frombytes(record["sizes"])
+        if sys.byteorder != "little":
+            sizes.byteswap()
+        refs = {int(k): v for k, v in record["refs"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptDataError(f"{where}: malformed entry columns ({exc})", where) from exc
+    if not (
+        type(count) is int
+        and len(paths) == count
+        and type(digests) is bytes
+        and len(digests) == 16 * count
+        and len(sizes) == count
+        and all(type(v) is str and 0 <= k < count for k, v in refs.items())
+    ):
+        raise CorruptDataError(f"{where}: entry columns disagree in length or type", where)
+    return Manifest(paths, digests, sizes.tolist(), refs)
 
 
 def encode(record: dict[str, Any]) -> bytes:
@@ -94,30 +207,13 @@ def decode(data: bytes, kind: str, where: str) -> dict[str, Any]:
     return record
 
 
-def encode_manifest(entries: list[Entry]) -> bytes:
-    """Encode entries (sorted here) as a canonical manifest record."""
-    rows = sorted(
-        ([e.path, to_bin(e.digest), e.size, e.ref] for e in entries),
-        key=lambda row: row[0].encode("utf-8"),
-    )
-    return encode({"kind": "manifest", "format": RECORD_FORMAT, "entries": rows})
+def encode_manifest(entries: Iterable[Entry]) -> bytes:
+    """Encode entries as a canonical manifest record."""
+    return encode({"kind": "manifest", "format": RECORD_FORMAT, **entries_fields(entries)})
 
 
-def decode_manifest(data: bytes, where: str) -> list[Entry]:
-    record = decode(data, "manifest", where)
-    try:
-        entries = [Entry(path, d.hex(), size, ref) for path, d, size, ref in record["entries"]]
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CorruptDataError(f"{where}: malformed manifest entries ({exc})", where) from exc
-    for e in entries:
-        if not (
-            type(e.path) is str
-            and len(e.digest) == 32
-            and (e.size is None or type(e.size) is int)
-            and (e.ref is None or type(e.ref) is str)
-        ):
-            raise CorruptDataError(f"{where}: malformed manifest entry {e.path!r}", where)
-    return entries
+def decode_manifest(data: bytes, where: str) -> Manifest:
+    return entries_from_fields(decode(data, "manifest", where), where)
 
 
 def normalize_metadata(metadata: object) -> dict[str, Any]:

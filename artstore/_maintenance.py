@@ -256,9 +256,7 @@ def gc(store: "Store", grace: float = DEFAULT_GRACE, dry_run: bool = False) -> G
                 commit = store.read_commit(version[0])
                 live["commits"].add(version[0])
                 live["manifests"].add(commit["manifest"])
-                for e in store.read_manifest(commit["manifest"]):
-                    if e.ref is None:
-                        live["blobs"].add(e.digest)
+                live["blobs"].update(store.read_manifest(commit["manifest"]).blob_digests())
         for pending in store.staging.pending():
             for contrib in pending.contributions:
                 live["blobs"].update(e.digest for e in contrib.entries if e.ref is None)

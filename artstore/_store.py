@@ -132,7 +132,7 @@ class Store:
         self.path = Path(path).expanduser() if path is not None else default_store_path()
         self.backend: Backend = LocalBackend(self.path)
         self._checked = False
-        self._manifests: dict[str, list[Entry]] = {}
+        self._manifests: dict[str, fmt.Manifest] = {}
         self._statcache: StatCache | None = None
 
     def __repr__(self) -> str:
@@ -183,8 +183,11 @@ class Store:
         if self.path.exists() and not self.path.is_dir():
             raise InvalidInputError(f"cannot create a store at {self.path}: it is a file")
         if self.path.is_dir() and any(
-            n for n in os.listdir(self.path) if n not in ("tmp", "locks")
+            n for n in os.listdir(self.path) if n not in ("tmp", "locks", MARKER)
         ):
+            # Another process may have created the store since we looked for the marker.
+            if self._check_marker():
+                return
             raise InvalidInputError(
                 f"cannot create a store at {self.path}: the directory is not empty and is "
                 "not an artstore store; choose an empty or new directory"
@@ -236,7 +239,7 @@ class Store:
             self.backend.touch(key)
         return digest
 
-    def read_manifest(self, digest: str) -> list[Entry]:
+    def read_manifest(self, digest: str) -> fmt.Manifest:
         cached = self._manifests.get(digest)
         if cached is None:
             data = self._read_object("manifests", digest)

@@ -99,6 +99,7 @@ def run_cli_process(
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,
     )
     return proc.returncode, proc.stdout, proc.stderr
 

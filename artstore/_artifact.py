@@ -467,7 +467,10 @@ class Artifact:
         target = Path(root) if root is not None else self._default_root()
         target.mkdir(parents=True, exist_ok=True)
         writer = Materializer(target, self._store.blob_path, mode, progress)
-        for entry in self._entries():
+        entries = self._entries()
+        for path in entries.paths:
+            check_path(path)  # refuse a bad version before writing any of it
+        for entry in entries:
             if path_prefix is None or entry.path.startswith(path_prefix):
                 try:
                     writer.write(entry)

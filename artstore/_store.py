@@ -232,11 +232,10 @@ class Store:
 
     def _write_object(self, kind: str, data: bytes) -> Digest:
         digest = fmt.digest_bytes(data)
-        key = object_key(kind, digest)
-        if self.backend.size(key) != len(data):
-            self.backend.publish(key, data)
-        else:
-            self.backend.touch(key)
+        # Always (re)published, never trusted because the name exists: a copy that a
+        # power loss damaged before the flush that precedes every refs update would
+        # otherwise be reused. Records are small next to the blobs they describe.
+        self.backend.publish(object_key(kind, digest), data)
         return digest
 
     def read_manifest(self, digest: str) -> fmt.Manifest:

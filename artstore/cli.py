@@ -226,7 +226,7 @@ def put(opts: Options, path: str, name: str | None, type_: str, aliases: tuple[s
     created = before is None or art._index >= len(before.versions)
     if not created and not opts.json:
         click.echo(f"unchanged: same content as {art.qualified_name}", err=True)
-    emit(opts, {**_describe(art), "created": created}, art.qualified_name)
+    emit(opts, {**_describe(art), "new_version": created}, art.qualified_name)
 
 
 @cli.command()

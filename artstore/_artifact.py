@@ -581,7 +581,10 @@ def target_log(
     progress: Progress | None = None,
 ) -> Artifact:
     """Store a draft's files, commit it as a version, and turn it into that version."""
+    from ._names import check_alias
     from ._store import Refs
+
+    aliases = [a if a == "latest" else check_alias(a) for a in aliases]  # before any work
 
     entries = {e.path: e for e in store_sources(store, artifact, progress)}
     base_entries = artifact._base_entries

@@ -59,9 +59,13 @@ class TempFile:
             self.file.close()
 
     def discard(self) -> None:
-        self.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        try:
+            # Closing flushes the last buffered bytes, which fails again on a full disk.
+            with contextlib.suppress(OSError):
+                self.close()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
 
 class Backend(ABC):
@@ -128,8 +132,11 @@ class Backend(ABC):
         """Move a closed temp file to ``key`` unless ``key`` exists; return whether moved."""
 
     @abstractmethod
-    def touch(self, key: str) -> None:
-        """Refresh the modification time of ``key`` (marks a reused object as young)."""
+    def touch(self, key: str) -> bool:
+        """Refresh the modification time of ``key`` (marks a reused object as young).
+
+        Returns False if ``key`` does not exist (any more).
+        """
 
     @abstractmethod
     def stat(self, key: str) -> tuple[int, float] | None:
@@ -358,14 +365,17 @@ class LocalBackend(Backend):
         os.replace(temp.path, dest)
         return True
 
-    def touch(self, key: str) -> None:
+    def touch(self, key: str) -> bool:
         try:
             os.utime(self._path(key))
+        except FileNotFoundError:
+            return False
         except OSError as exc:
             # Another user's read-only blob in a shared store cannot be touched; gc's
             # grace period then rests on the blob's own age.
-            if exc.errno not in (errno.EPERM, errno.EACCES, errno.EROFS, errno.ENOENT):
+            if exc.errno not in (errno.EPERM, errno.EACCES, errno.EROFS):
                 raise
+        return True
 
     def local_path(self, key: str) -> Path:
         return self._path(key)

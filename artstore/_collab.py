@@ -393,23 +393,27 @@ def merge(
     ``newest`` or ``oldest`` contribution.
     """
     ordered = sorted(contribs, key=lambda c: (c.created, c.key))
-    chosen: dict[str, tuple[Entry, Contribution]] = {}
-    clashes: dict[str, set[str]] = {}
+    # First each writer's own last word per path, then the writers compared.
+    per_writer: dict[tuple[Any, ...], dict[str, tuple[Entry, Contribution]]] = {}
     for contrib in ordered:
         writer = (contrib.writer.get("host"), contrib.writer.get("pid"), contrib.writer.get("run"))
+        mine = per_writer.setdefault(writer, {})
         for entry in contrib.entries:
-            prior = chosen.get(entry.path)
-            if prior is None or prior[0] == entry:
-                chosen[entry.path] = (entry, contrib)
-                continue
-            prior_writer = (prior[1].writer.get("host"), prior[1].writer.get("pid"),
-                            prior[1].writer.get("run"))
-            if prior_writer == writer or policy == "newest":
-                chosen[entry.path] = (entry, contrib)
-            elif policy == "oldest":
-                continue
-            else:
-                clashes.setdefault(entry.path, {prior[1].label}).add(contrib.label)
+            mine[entry.path] = (entry, contrib)
+    candidates: dict[str, list[tuple[Entry, Contribution]]] = {}
+    for mine in per_writer.values():
+        for path, pick in mine.items():
+            candidates.setdefault(path, []).append(pick)
+    chosen: dict[str, tuple[Entry, Contribution]] = {}
+    clashes: dict[str, set[str]] = {}
+    for path, picks in candidates.items():
+        picks.sort(key=lambda pick: (pick[1].created, pick[1].key))
+        if all(entry == picks[0][0] for entry, _c in picks) or policy == "oldest":
+            chosen[path] = picks[0]
+        elif policy == "newest":
+            chosen[path] = picks[-1]
+        else:
+            clashes[path] = {c.label for _e, c in picks}
     if clashes:
         paths = sorted(clashes)
         shown = "; ".join(f"{p} (from {', '.join(sorted(clashes[p]))})" for p in paths[:5])

@@ -9,6 +9,7 @@ blob the store already has, are not read at all.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat as stat_mod
@@ -23,7 +24,7 @@ import xxhash
 from ._backend import Backend, TempFile
 from ._format import Digest
 from ._statcache import StatCache, now_ns
-from .errors import InvalidInputError
+from .errors import InvalidInputError, StoreFullError
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ def blob_key(digest: str) -> str:
 
 
 #: A reused blob older than this gets its modification time refreshed, so that gc's grace
-#: period counts from its reuse (FORMAT.md section 6; README, "Why gc is safe").
-FRESHEN_AFTER = 3600.0
+#: period counts from its reuse (FORMAT.md section 6; README, "Why gc is safe"). Blobs
+#: refreshed within the last second need no second refresh.
+FRESHEN_AFTER = 1.0
 
 
 def _stat_regular(path: Path) -> os.stat_result:
@@ -120,9 +122,9 @@ class Ingest:
         st = self.backend.stat(blob_key(digest))
         if st is None or st[0] != size:
             return False
-        if time.time() - st[1] > FRESHEN_AFTER:
-            self.backend.touch(blob_key(digest))
-        return True
+        # If gc moves the blob away at this moment, the touch fails and the blob is
+        # written again; if the touch comes first, gc sees it young and puts it back.
+        return time.time() - st[1] <= FRESHEN_AFTER or self.backend.touch(blob_key(digest))
 
     def _add_one(
         self, path: Path, key: str, st: os.stat_result, link: bool = False
@@ -171,6 +173,17 @@ class Ingest:
 
     def _copy_in(self, path: Path, st: os.stat_result) -> Digest:
         try:
+            return self._copy_in_unchecked(path, st)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFullError(
+                    f"the store's filesystem is full ({exc.strerror}) while storing {path}; "
+                    "nothing was committed. Free space (artstore gc) and run again"
+                ) from None
+            raise
+
+    def _copy_in_unchecked(self, path: Path, st: os.stat_result) -> Digest:
+        try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as exc:
             raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
@@ -184,6 +197,8 @@ class Ingest:
                     return digest
                 return self._stream(path, src, st)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
             raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
 
     def _check_unchanged(
@@ -202,9 +217,12 @@ class Ingest:
         key = blob_key(digest)
         if self._have(digest, len(data)):
             # A small blob is cheap to compare: a damaged copy is replaced, not trusted.
-            if self.backend.read(key) == data:
-                return
-            log.warning("blob %s was damaged; storing a good copy", digest)
+            try:
+                if self.backend.read(key) == data:
+                    return
+                log.warning("blob %s was damaged; storing a good copy", digest)
+            except FileNotFoundError:
+                pass  # removed by gc just now: store it again
         self._pending.append(_Pending(self.backend.temp_with(data), digest))
 
     def _stream(self, path: Path, src, st: os.stat_result) -> Digest:  # type: ignore[no-untyped-def]

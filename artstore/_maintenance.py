@@ -155,10 +155,11 @@ def fsck(store: "Store", sample: float = 1.0) -> FsckReport:
                 report.problems.append(Problem("error", where(f"refs/{name}"), f"{label}: {exc}"))
                 continue
             check_entries(entries, label)
+        newest = where(f"refs/{name}/{refs.generation:012d}")
         for alias, index in refs.aliases.items():
             if index >= len(refs.versions) or refs.versions[index] is None:
                 report.problems.append(Problem(
-                    "error", where(f"refs/{name}"), f"alias {alias!r} names missing v{index}"))
+                    "error", newest, f"alias {alias!r} names missing v{index}"))
 
     for pending in _pending_safely(store, report):
         for contrib in pending.contributions:
@@ -234,6 +235,26 @@ def _apply_retention(store: "Store", report: GcReport) -> None:
             store.update_refs(name, None, change)
 
 
+def _remove_unless_refreshed(store: "Store", key: str, cutoff: float) -> bool:
+    """Delete ``key`` unless a writer refreshed it since gc looked; return whether deleted.
+
+    The object is first moved aside, atomically. A writer that refreshes it before the
+    move leaves a young modification time, seen here, and the object is put back; a
+    writer that tries after the move finds it gone and writes it again.
+    """
+    aside = f"tmp/gc.{os.getpid()}.{time.time_ns()}"
+    try:
+        store.backend.rename(key, aside)
+    except FileNotFoundError:
+        return False
+    st = store.backend.stat(aside)
+    if st is not None and st[1] >= cutoff:
+        store.backend.rename(aside, key)
+        return False
+    store.backend.delete(aside)
+    return True
+
+
 def gc(store: "Store", grace: float = DEFAULT_GRACE, dry_run: bool = False) -> GcReport:
     """Delete objects nothing needs; see the module docstring for why this is safe."""
     report = GcReport(dry_run=dry_run)
@@ -244,6 +265,11 @@ def gc(store: "Store", grace: float = DEFAULT_GRACE, dry_run: bool = False) -> G
         now = store_clock(store)
         _apply_retention(store, report)
         live = {kind: set() for kind in KINDS}  # type: dict[str, set[str]]
+        # Staging first, refs second: a finish that commits after gc read the refs
+        # deletes its contributions only after that, so gc has listed them already.
+        for pending in store.staging.pending():
+            for contrib in pending.contributions:
+                live["blobs"].update(e.digest for e in contrib.entries if e.ref is None)
         for name in store.backend.list("refs"):
             refs = store.read_refs(name)
             if refs is None:
@@ -257,9 +283,6 @@ def gc(store: "Store", grace: float = DEFAULT_GRACE, dry_run: bool = False) -> G
                 live["commits"].add(version[0])
                 live["manifests"].add(commit["manifest"])
                 live["blobs"].update(store.read_manifest(commit["manifest"]).blob_digests())
-        for pending in store.staging.pending():
-            for contrib in pending.contributions:
-                live["blobs"].update(e.digest for e in contrib.entries if e.ref is None)
 
         cutoff = now - grace
         for kind in KINDS:
@@ -272,10 +295,11 @@ def gc(store: "Store", grace: float = DEFAULT_GRACE, dry_run: bool = False) -> G
                 if st[1] >= cutoff:
                     report.kept_young += 1
                     continue
+                if not dry_run and not _remove_unless_refreshed(store, key, cutoff):
+                    report.kept_young += 1
+                    continue
                 report.removed[kind] = report.removed.get(kind, 0) + 1
                 report.freed_bytes += st[0]
-                if not dry_run:
-                    store.backend.delete(key)
         for temp in store.backend.list("tmp"):
             st = store.backend.stat(f"tmp/{temp}")
             if st is not None and st[1] < cutoff:

@@ -569,6 +569,7 @@ class Store:
 
     def retention(self, name: str) -> int | None:
         """The ``keep_last`` rule of ``name``, or None."""
+        check_name(name)
         key = f"policies/{name}"
         try:
             data = self.backend.read(key)

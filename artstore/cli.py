@@ -480,7 +480,8 @@ def patch(opts: Options, spec: str, adds: tuple[str, ...], removes: tuple[str, .
         draft.remove(item)
     for item in adds:
         local, sep, inside = item.rpartition(":")
-        if not sep or not local or "/" in inside and not Path(local).exists():
+        # A path that exists as given is taken whole: file names may contain ':'.
+        if Path(item).exists() or not sep or not local:
             local, inside = item, ""
         source = Path(local)
         if source.is_dir():
@@ -515,10 +516,12 @@ def diff(opts: Options, first: str, second: str) -> None:
     def text() -> str:
         lines = []
         for r in rows:
+            size = "-" if r["size"] is None else r["size"]
             if r["change"] == "modified":
-                lines.append(f"M {r['path']}\t{r['old_size']} -> {r['size']} bytes")
+                old = "-" if r["old_size"] is None else r["old_size"]
+                lines.append(f"M {r['path']}\t{old} -> {size} bytes")
             else:
-                lines.append(f"{sign[r['change']]} {r['path']}\t{r['size']} bytes")
+                lines.append(f"{sign[r['change']]} {r['path']}\t{size} bytes")
         added = sum(r["change"] == "added" for r in rows)
         removed = sum(r["change"] == "removed" for r in rows)
         lines.append(f"{a.qualified_name} -> {b.qualified_name}: {added} added, "
@@ -572,6 +575,11 @@ def gc(opts: Options, dry_run: bool, grace: float | None) -> None:
 @common
 def rm_cmd(opts: Options, spec: str, delete_aliases: bool) -> None:
     """Delete a version (its blobs go at the next gc unless other versions use them)."""
+    from ._names import parse_spec
+
+    name, which = parse_spec(spec, default="")
+    if not which:
+        raise click.UsageError(f"give the version to delete, as {name}:vN or {name}:ALIAS")
     store = opts.open_store()
     art = store.artifact(spec)
     store.delete_version(art.qualified_name, delete_aliases=delete_aliases)

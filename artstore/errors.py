@@ -19,6 +19,7 @@ the builtins keeps working::
     │   └── UnknownFormatError
     ├── ArtifactStateError
     ├── VerificationError (ValueError)
+    ├── StoreFullError (OSError)
     └── LockTimeoutError (TimeoutError)
 """
 
@@ -107,3 +108,7 @@ class VerificationError(ArtstoreError, ValueError):
 
 class LockTimeoutError(ArtstoreError, TimeoutError):
     """A lock could not be taken within the time allowed."""
+
+
+class StoreFullError(ArtstoreError, OSError):
+    """The filesystem holding the store ran out of space or quota."""

@@ -63,6 +63,9 @@ def _setup_logging(debug: bool) -> None:
         "%(asctime)s %(name)s %(levelname)s: %(message)s",
         force=True,
     )
+    # watchdog logs an error when its inotify thread is stopped mid-event; harmless
+    # here, and not the user's business unless they asked for debug output.
+    logging.getLogger("watchdog").setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
 def emit(opts: Options, data: Any, text: str | Callable[[], str]) -> None:

@@ -594,10 +594,25 @@ def target_log(
     elif artifact._incremental:
         merge = _incremental_merge(store, entries)
 
+    refs, index = commit_artifact(store, artifact, list(entries.values()), aliases, run, merge)
+    artifact._bind(store, refs, index, store.read_commit(refs.versions[index][0]))  # type: ignore[index]
+    assert isinstance(refs, Refs)
+    return artifact
+
+
+def commit_artifact(  # type: ignore[no-untyped-def]
+    store: "Store",
+    artifact: Artifact,
+    entries: list[Entry],
+    aliases: Iterable[str],
+    run: dict[str, Any] | None,
+    merge=None,
+) -> tuple["Refs", int]:
+    """Commit ``entries`` as the next version of the artifact's name, with its fields."""
     refs, index, _created = store.commit_version(
         artifact.name,
         artifact.type,
-        list(entries.values()),
+        entries,
         aliases=aliases,
         description=artifact.description,
         metadata=artifact._metadata,
@@ -605,9 +620,7 @@ def target_log(
         merge=merge,
         base=artifact._base,
     )
-    artifact._bind(store, refs, index, store.read_commit(refs.versions[index][0]))  # type: ignore[index]
-    assert isinstance(refs, Refs)
-    return artifact
+    return refs, index
 
 
 def _latest_entries(store: "Store", refs: "Refs") -> tuple[str | None, dict[str, Entry]]:

@@ -263,7 +263,7 @@ class Staging:
         progress: Any = None,
     ) -> tuple[Any, int]:
         """Seal the pending version; return (refs, version number)."""
-        from ._artifact import check_tree, store_sources
+        from ._artifact import check_tree, commit_artifact, store_sources
 
         check_distributed_id(did)
         if on_conflict not in POLICIES:
@@ -295,14 +295,8 @@ class Staging:
                                         time.time(), own)
                 entries = merge(contribs + ([finisher] if own else []), on_conflict, name, did)
                 check_tree(entries)
-                refs, index, _created = self.store.commit_version(
-                    name,
-                    artifact.type,
-                    list(entries.values()),
-                    aliases=aliases,
-                    description=artifact.description,
-                    metadata=artifact._metadata,
-                    run=run,
+                refs, index = commit_artifact(
+                    self.store, artifact, list(entries.values()), aliases, run
                 )
                 self.backend.create(
                     self._seal_key(name, did),

@@ -343,6 +343,11 @@ class Artifact:
         parsed = urlparse(uri)
         if not parsed.scheme:
             raise InvalidInputError(f"reference {uri!r} has no scheme; write file://{uri}")
+        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+            raise InvalidInputError(
+                f"reference {uri!r} names host {parsed.netloc!r}; file:// references are to "
+                "this machine's files: write file:///absolute/path"
+            )
         if parsed.scheme != "file":
             if checksum:
                 raise InvalidInputError(

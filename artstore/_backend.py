@@ -151,9 +151,18 @@ class Backend(ABC):
         return None
 
 
-def _local_lock_dir() -> Path:
+def _local_lock_dir() -> Path | None:
+    """This user's private directory for host-local queue locks, or None if unusable."""
     path = Path(tempfile.gettempdir()) / f"artstore-locks-{os.getuid()}"
-    path.mkdir(mode=0o700, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return None
+    # Someone else's directory (or a symlink) in a shared /tmp must not be trusted.
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        log.debug("not using %s for local lock queues: not a private directory", path)
+        return None
     return path
 
 
@@ -300,25 +309,39 @@ class LocalBackend(Backend):
         # Processes of this host queue on a kernel lock first (released by the kernel if
         # the holder dies), so only one of them at a time contends for the lease marker,
         # which is what excludes other hosts.
-        local = _local_lock_dir() / hashlib.sha1(str(path).encode()).hexdigest()
+        local_dir = _local_lock_dir()
         deadline = time.monotonic() + timeout
-        queue = filelock.FileLock(local, timeout=timeout)
+        queue = None
+        if local_dir is not None:
+            local = local_dir / hashlib.sha1(str(path).encode()).hexdigest()
+            queue = filelock.FileLock(local, timeout=timeout)
         lease = LeaseLock(path, self._tmp, LEASE_SECONDS, self.writable_mode)
         try:
-            queue.acquire()
+            if queue is not None:
+                try:
+                    queue.acquire(timeout=min(timeout, 5.0))
+                except filelock.Timeout:
+                    log.warning("waiting for lock %s, held by another process of this host",
+                                path)
+                    queue.acquire(timeout=max(0.0, deadline - time.monotonic()))
             lease.acquire(max(0.0, deadline - time.monotonic()))
         except (filelock.Timeout, LockTimeout):
-            if queue.is_locked:
+            if queue is not None and queue.is_locked:
                 queue.release()
             raise LockTimeoutError(
                 f"lock {name!r} in {self.location} is held by another process "
                 f"(waited {timeout:g} s); retry, or check for a stuck artstore process"
             ) from None
+        except OSError as exc:
+            if queue is not None and queue.is_locked:
+                queue.release()
+            raise LockTimeoutError(f"cannot take lock {name!r} in {self.location}: {exc}") from None
         try:
             yield
         finally:
             lease.release()
-            queue.release()
+            if queue is not None:
+                queue.release()
 
     def temp(self) -> TempFile:
         path = self._temp_path()

@@ -225,21 +225,30 @@ def normalize_metadata(metadata: object) -> dict[str, Any]:
             f"metadata must be a dict of JSON-compatible values, got {type(metadata).__name__}"
         )
 
-    def clean(value: object, where: str) -> Any:
-        if value is None or isinstance(value, (str, bool, int)):
+    def clean(value: object, where: str, depth: int = 0) -> Any:
+        if depth > 64:
+            raise InvalidInputError(f"metadata {where}: nested more than 64 levels deep")
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            return value
+        if isinstance(value, int):
+            if not -(2**63) <= value < 2**64:
+                raise InvalidInputError(
+                    f"metadata {where}: {value} is outside the 64-bit integer range; "
+                    "store it as a string"
+                )
             return value
         if isinstance(value, float):
             if not math.isfinite(value):
                 raise InvalidInputError(f"metadata {where}: {value} is not allowed (not finite)")
             return value
         if isinstance(value, (list, tuple)):
-            return [clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            return [clean(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
         if isinstance(value, dict):
             out = {}
             for k, v in value.items():
                 if not isinstance(k, str):
                     raise InvalidInputError(f"metadata {where}: key {k!r} is not a string")
-                out[k] = clean(v, f"{where}.{k}")
+                out[k] = clean(v, f"{where}.{k}", depth + 1)
             return out
         raise InvalidInputError(
             f"metadata {where}: {type(value).__name__} is not JSON-compatible"

@@ -136,7 +136,9 @@ class Ingest:
             digest = self._copy_in(path, st)
         if self.cache:
             self.cache.record(key, st, digest, now_ns())
-        self._tick(st.st_size)
+        streamed = st.st_size > SMALL and not link
+        if self.progress:
+            self.progress(0 if streamed else st.st_size, 1)  # streamed bytes went by chunk
         return digest, st.st_size
 
     def _link_in(self, path: Path, st: os.stat_result) -> Digest:
@@ -199,6 +201,12 @@ class Ingest:
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise
+            if exc.filename and str(exc.filename).startswith(self.backend.location):
+                raise InvalidInputError(
+                    f"cannot write into the store at {self.backend.location}: {exc.strerror} "
+                    f"({exc.filename}); check that you may write there (for a shared store: "
+                    "that you are in its group)"
+                ) from None
             raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
 
     def _check_unchanged(
@@ -240,6 +248,8 @@ class Ingest:
                 hasher.update(chunk)
                 temp.write(chunk)
                 nread += n
+                if self.progress:
+                    self.progress(n, 0)
             temp.close()
             self._check_unchanged(path, st, os.fstat(src.fileno()), nread)
         except BaseException:

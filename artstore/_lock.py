@@ -70,6 +70,10 @@ def _alive(pid: int, start: str | None) -> bool:
     return current is None or start is None or current == start
 
 
+#: Seconds of waiting for a lock after which a warning says who holds it.
+WARN_AFTER = 5.0
+
+
 class LockTimeout(Exception):
     """Raised by :meth:`LeaseLock.acquire` when the time is up."""
 
@@ -104,6 +108,7 @@ class LeaseLock:
         finally:
             os.close(fd)
         delay = 0.005
+        warn_at = time.monotonic() + WARN_AFTER
         try:
             while True:
                 try:
@@ -117,6 +122,17 @@ class LeaseLock:
                     continue
                 if time.monotonic() >= deadline:
                     raise LockTimeout(str(self.path))
+                if warn_at and time.monotonic() >= warn_at:
+                    warn_at = 0.0
+                    seen = self._read(self.path)
+                    owner = seen[0] if seen else None
+                    log.warning(
+                        "waiting for lock %s, held by %s; it is taken over if that process "
+                        "dies (or, on another host, stops refreshing it for %g s)",
+                        self.path,
+                        f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "?",
+                        self.lease,
+                    )
                 time.sleep(delay)
                 delay = min(delay * 1.5, 0.2)
         finally:

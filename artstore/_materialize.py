@@ -208,7 +208,8 @@ class Materializer:
         if check and hasher.hexdigest() != entry.digest:
             raise CorruptDataError(
                 f"{what} for {entry.path!r} does not match its digest (found "
-                f"{hasher.hexdigest()}); nothing was written. Run 'artstore fsck'",
+                f"{hasher.hexdigest()}); nothing was written. The damaged blob is moved to "
+                "the store's corrupt/ directory; put the original file again to repair it",
                 str(src),
             )
 

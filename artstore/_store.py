@@ -144,7 +144,13 @@ class Store:
     def init(cls, path: str | os.PathLike[str] | None = None, shared: bool = False) -> "Store":
         """Create a store at ``path`` (or open it, if one is already there)."""
         store = cls(path)
+        existed = store.exists()
         store._ensure_created(shared=shared)
+        if existed and shared and not store.backend.shared:  # type: ignore[attr-defined]
+            raise InvalidInputError(
+                f"{store.path} is already a store, not a shared one; a store cannot be made "
+                "shared after the fact: create a new store with --shared and log the versions into it"
+            )
         return store
 
     def exists(self) -> bool:
@@ -157,6 +163,13 @@ class Store:
         try:
             raw = self.backend.read(MARKER)
         except FileNotFoundError:
+            if self.backend.list("refs") or self.backend.list("blobs"):
+                where = str(self.path / MARKER)
+                raise CorruptDataError(
+                    f"{where} is missing, but {self.path} holds a store's files; restore the "
+                    "marker (from a backup, or as FORMAT.md section 3 describes) before using it",
+                    where,
+                ) from None
             return False
         except NotADirectoryError:
             raise StoreNotFoundError(f"{self.path} is a file, not an artstore store") from None
@@ -167,7 +180,16 @@ class Store:
             raise CorruptDataError(f"{where}: not valid JSON ({exc})", where) from exc
         if not isinstance(marker, dict) or marker.get("format") != fmt.STORE_FORMAT:
             raise CorruptDataError(f"{where}: not an artstore store marker", where)
-        if marker.get("version") != fmt.STORE_VERSION:
+        version = marker.get("version")
+        if type(version) is not int:
+            raise UnknownFormatError(
+                f"{where}: store format version {version!r} is not a version number; this "
+                f"artstore reads version {fmt.STORE_VERSION}. The marker is damaged",
+                where,
+            )
+        if not isinstance(marker.get("id"), str):
+            raise CorruptDataError(f"{where}: malformed store marker (no id)", where)
+        if version != fmt.STORE_VERSION:
             raise UnknownFormatError(
                 f"{where}: store format version {marker.get('version')!r} is not supported "
                 f"by this artstore (it reads version {fmt.STORE_VERSION}); upgrade artstore",
@@ -349,7 +371,12 @@ class Store:
                     f"{', '.join(sorted(refs.aliases)) or 'none'}"
                 )
             number = refs.aliases[which]
-        if number >= len(refs.versions) or refs.versions[number] is None:
+        if number < len(refs.versions) and refs.versions[number] is None:
+            raise VersionNotFoundError(
+                f"version v{number} of {refs.name!r} was deleted; latest is "
+                f"{self._latest_label(refs)}"
+            )
+        if number >= len(refs.versions):
             raise VersionNotFoundError(
                 f"artifact {refs.name!r} has no version v{number}; "
                 f"latest is {self._latest_label(refs)}"
@@ -519,14 +546,23 @@ class Store:
 
     def fsck(self, sample: float = 1.0) -> "FsckReport":
         """Check every record and (a ``sample`` fraction of) the blobs; see :mod:`_maintenance`."""
+        import math
+
         from ._maintenance import fsck
 
+        if not (isinstance(sample, (int, float)) and math.isfinite(sample) and 0 <= sample <= 1):
+            raise InvalidInputError(f"sample must be a fraction from 0 to 1, got {sample!r}")
         return fsck(self, sample)
 
     def gc(self, grace: float | None = None, dry_run: bool = False) -> "GcReport":
         """Remove what no version, contribution or recent write needs."""
+        import math
+
         from ._maintenance import DEFAULT_GRACE, gc
 
+        if grace is not None and not (isinstance(grace, (int, float)) and math.isfinite(grace)
+                                      and grace >= 0):
+            raise InvalidInputError(f"grace must be a finite number of seconds >= 0, got {grace!r}")
         return gc(self, DEFAULT_GRACE if grace is None else grace, dry_run)
 
     def delete_version(self, spec: str, delete_aliases: bool = False) -> None:
@@ -540,8 +576,8 @@ class Store:
             held = refs.aliases_of(index)
             if held and not delete_aliases:
                 raise InvalidInputError(
-                    f"{name}:v{index} has aliases {', '.join(held)}; move them first or "
-                    "delete with delete_aliases=True (--delete-aliases)"
+                    f"{name}:v{index} has aliases {', '.join(held)}; move them first ('latest' "
+                    "cannot be moved) or delete with --delete-aliases (delete_aliases=True)"
                 )
             refs.versions[index] = None
             for alias in held:
@@ -557,6 +593,8 @@ class Store:
         if keep_last is None:
             self.backend.delete(key)
             return
+        if self.read_refs(name) is None:
+            raise ArtifactNotFoundError(f"no artifact named {name!r} in store {self.path}")
         if not isinstance(keep_last, int) or keep_last < 1:
             raise InvalidInputError(f"keep_last must be a whole number of at least 1, got {keep_last!r}")
         self._ensure_created()

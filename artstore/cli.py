@@ -31,6 +31,20 @@ class Options:
         return Store(self.store)
 
 
+class FiniteFloat(click.FloatRange):
+    """A float range that also refuses NaN and infinities (which compare false to any bound)."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        import math
+
+        result = super().convert(value, param, ctx)
+        if isinstance(result, float) and not math.isfinite(result):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return result
+
+
 def common(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Accept --store, --json and --debug after the command name too."""
 
@@ -120,7 +134,7 @@ def _parse_metadata(pairs: tuple[str, ...]) -> dict[str, Any]:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="-m/--metadata")
         try:
             out[key] = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             out[key] = value
     return out
 
@@ -140,7 +154,8 @@ def _artifact_from_path(path: str | None, name: str | None, type_: str,
         raise InvalidInputError(f"cannot put {path}: no such file or directory")
     default_name = (path.rstrip("/").rsplit("/", 1)[-1] if is_ref
                     else local.absolute().name) or "artifact"
-    art = Artifact(name or default_name, type_, description=description, metadata=meta)
+    art = Artifact(default_name if name is None else name, type_, description=description,
+                   metadata=meta)
     if is_ref:
         art.add_reference(path)
     elif local.is_dir():
@@ -359,7 +374,7 @@ def alias(opts: Options, spec: str, alias: str, remove: bool) -> None:
 @click.option("-m", "--metadata", "metadata", multiple=True, metavar="KEY=VALUE")
 @click.option("--wait-for", type=click.IntRange(min=1), metavar="N",
               help="Wait until N contributions are staged.")
-@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+@click.option("--timeout", type=FiniteFloat(min=0), metavar="SECONDS",
               help="Give up waiting after this long.")
 @click.option("--on-conflict", type=click.Choice(["error", "newest", "oldest"]), default="error",
               show_default=True, help="What to do with a path staged with different contents.")
@@ -535,7 +550,7 @@ def diff(opts: Options, first: str, second: str) -> None:
 
 
 @cli.command()
-@click.option("--sample", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+@click.option("--sample", type=FiniteFloat(0, 1), default=1.0, show_default=True,
               help="Fraction of blobs to re-hash (1 = all).")
 @common
 def fsck(opts: Options, sample: float) -> None:
@@ -556,7 +571,7 @@ def fsck(opts: Options, sample: float) -> None:
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-@click.option("--grace", type=click.FloatRange(min=0), metavar="SECONDS",
+@click.option("--grace", type=FiniteFloat(min=0), metavar="SECONDS",
               help="Keep unreferenced objects younger than this (default 24 h).")
 @common
 def gc(opts: Options, dry_run: bool, grace: float | None) -> None:

@@ -187,7 +187,9 @@ def test_unknown_store_format_version_is_refused_clearly(
         rc, out, err = cli(*args)
         assert rc == 1, (args, out, err)
         line = one_error_line(err)
-        assert "version" in line and repr(marker["version"]) in line and "upgrade" in line, line
+        assert "version" in line and repr(marker["version"]) in line, line
+        # A newer number asks for a newer artstore; a malformed one is called damaged.
+        assert ("upgrade" if isinstance(marker["version"], int) else "damaged") in line, line
     assert path.read_bytes() == before
     assert len(list((store_path / "refs" / "ds").iterdir())) == 1
 

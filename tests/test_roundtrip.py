@@ -16,20 +16,29 @@ from artstore import Store
 
 
 def copy_stdlib_sources(dest: Path) -> int:
-    """Copy the standard library's *.py files (no site-packages, no __pycache__) to ``dest``."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    """Copy the *.py files of the standard library, and of the installed packages, to
+    ``dest``/stdlib and ``dest``/site (no __pycache__).
+
+    Some distributions ship a trimmed standard library (Debian's has about 700 modules),
+    so the installed packages (pip, hypothesis, click, ...) make up a few thousand files.
+    """
+    paths = sysconfig.get_paths()
     count = 0
-    for dirpath, dirnames, filenames in os.walk(stdlib):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "__pycache__"))
-        rel = Path(dirpath).relative_to(stdlib)
-        for name in sorted(filenames):
-            src = Path(dirpath, name)
-            if not name.endswith(".py") or src.is_symlink() or not src.is_file():
-                continue
-            target = dest / rel / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, target)
-            count += 1
+    for label, top in (("stdlib", Path(paths["stdlib"])), ("site", Path(paths["purelib"]))):
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = sorted(
+                d for d in dirnames
+                if d not in ("site-packages", "dist-packages", "__pycache__")
+            )
+            rel = Path(dirpath).relative_to(top)
+            for name in sorted(filenames):
+                src = Path(dirpath, name)
+                if not name.endswith(".py") or src.is_symlink() or not src.is_file():
+                    continue
+                target = dest / label / rel / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, target)
+                count += 1
     return count
 
 
@@ -66,7 +75,7 @@ def test_stdlib_tree_round_trip(tmp_path: Path, store_path: Path) -> None:
     assert rc == 0, out + err
 
     # Change one file (keeping its size, so only its bytes tell): a new version.
-    victim = src / "json" / "__init__.py"
+    victim = src / "stdlib" / "json" / "__init__.py"
     data = bytearray(victim.read_bytes())
     data[0] = ord("#") if data[0] != ord("#") else ord(" ")
     victim.write_bytes(bytes(data))

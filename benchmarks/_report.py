@@ -154,7 +154,9 @@ def render_markdown(payload: dict[str, Any]) -> str:
         f"{m['seconds']} s in all. Machine: {m['machine']['cores']} cores, "
         f"{m['machine']['memory_gib']} GiB, {m['machine']['platform']}, Python "
         f"{m['machine']['python']}; working directory on {m['machine']['workdir_fs']}. "
-        f"artstore {m['artstore'].get('version')} at commit {m['artstore'].get('commit')}.",
+        f"artstore {m['artstore'].get('version')} at commit {m['artstore'].get('commit')}"
+        + (" plus uncommitted changes in artstore/." if m["artstore"].get("uncommitted_changes")
+           else "."),
         "",
         f"- Page cache: {m['page_cache']}.",
         "- Every case runs as its own child process. *in-process* figures time the operation "

@@ -843,6 +843,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         payload = json.loads(Path(args.report_only).read_text())
         payload["cases"] = summarize(payload["cases"])
+        payload["meta"]["durability"] = _tools.DURABILITY
         payload["targets"] = evaluate_targets(payload["cases"])
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -940,6 +941,9 @@ def _artstore_version() -> dict[str, Any]:
     try:
         out["commit"] = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
                                        capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(HERE.parent), "status", "--porcelain", "--",
+                                "artstore"], capture_output=True, text=True).stdout.strip()
+        out["uncommitted_changes"] = bool(dirty)
     except OSError:
         pass
     return out

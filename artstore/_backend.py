@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import errno
 import hashlib
+import itertools
 import logging
 import os
 import secrets
@@ -193,6 +194,9 @@ class LocalBackend(Backend):
         self.shared = False
         self._tmp = root / "tmp"
         self._made_dirs: set[Path] = set()
+        self._temp_pid = 0
+        self._temp_prefix = ""
+        self._temp_seq = itertools.count()
 
     def set_shared(self, shared: bool) -> None:
         """Lay out new files and directories for several Unix users of one group.
@@ -231,7 +235,10 @@ class LocalBackend(Backend):
 
     def _temp_path(self) -> Path:
         self._ensure_dir(self._tmp)
-        return self._tmp / f"{HOST}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
+        # One random part per process, then a counter: unique without a syscall per name.
+        if self._temp_pid != os.getpid():
+            self._temp_pid, self._temp_prefix = os.getpid(), secrets.token_hex(6)
+        return self._tmp / f"{HOST}.{os.getpid()}.{self._temp_prefix}.{next(self._temp_seq)}.tmp"
 
     def _write_temp(self, data: bytes, readonly: bool) -> Path:
         path = self._temp_path()

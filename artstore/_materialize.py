@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("auto", "copy", "hardlink", "symlink", "reflink")
 CHUNK = 4 * 1024 * 1024
+SMALL = 1024 * 1024
 _FICLONE = 0x40049409
 
 Progress = Callable[[int, int], None]
@@ -122,7 +123,8 @@ class Materializer:
                     entry.digest,
                 )
             self._place(src, dest, entry)
-        self._tick(entry.size or 0)
+        streamed = self.mode not in ("symlink", "hardlink") and (entry.size or 0) > SMALL
+        self._tick(0 if streamed else entry.size or 0)
 
     def _tick(self, nbytes: int) -> None:
         if self.progress:
@@ -200,11 +202,18 @@ class Materializer:
         except FileNotFoundError:
             raise ObjectNotFoundError(f"{what} for {entry.path!r} is missing", entry.digest) from None
         with s, open(temp, "xb", buffering=0) as d:
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            while n := s.readinto(buf):
-                hasher.update(view[:n])
-                d.write(view[:n])
+            if entry.size is not None and entry.size <= SMALL:
+                data = s.read(SMALL + 1)  # one read; no large buffer for a small file
+                hasher.update(data)
+                d.write(data)
+            else:
+                buf = bytearray(CHUNK)
+                view = memoryview(buf)
+                while n := s.readinto(buf):
+                    hasher.update(view[:n])
+                    d.write(view[:n])
+                    if self.progress:
+                        self.progress(n, 0)
         if check and hasher.hexdigest() != entry.digest:
             raise CorruptDataError(
                 f"{what} for {entry.path!r} does not match its digest (found "

@@ -116,3 +116,20 @@ def cli(isolated_store: Path, tmp_path: Path) -> Callable[..., CliResult]:
         return run_cli_process(*args, cwd=cwd or tmp_path, env=env)
 
     return run
+
+
+def ok(result: CliResult) -> str:
+    """The stdout of a CLI run that must have succeeded without a traceback."""
+    rc, out, err = result
+    assert rc == 0, f"rc={rc}\nstdout:\n{out}\nstderr:\n{err}"
+    assert "Traceback" not in err
+    return out
+
+
+def one_error_line(err: str) -> str:
+    """The single 'artstore: error:' line a failed CLI run must print, and nothing else."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("artstore: error:"), err
+    assert "Traceback" not in err
+    return lines[0]

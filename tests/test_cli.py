@@ -9,30 +9,19 @@ from pathlib import Path
 
 import pytest
 import xxhash
-from conftest import CliResult, read_tree, write_tree
+from conftest import CliResult, ok, one_error_line, read_tree, write_tree
 
 from artstore import Store
 
 Cli = Callable[..., CliResult]
 
 
-def ok(result: CliResult) -> str:
-    rc, out, err = result
-    assert rc == 0, f"rc={rc}\nstdout:\n{out}\nstderr:\n{err}"
-    assert "Traceback" not in err
-    return out
 
 
 def as_json(result: CliResult) -> object:
     return json.loads(ok(result))
 
 
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("artstore: error:"), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture

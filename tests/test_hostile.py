@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import xxhash
-from conftest import CliResult, read_tree, write_tree
+from conftest import CliResult, ok, one_error_line, read_tree, write_tree
 
 from artstore import (
     Artifact,
@@ -40,19 +40,8 @@ def h(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def ok(result: CliResult) -> str:
-    rc, out, err = result
-    assert rc == 0, f"rc={rc}\nstdout:\n{out}\nstderr:\n{err}"
-    assert "Traceback" not in err
-    return out
 
 
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("artstore: error:"), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def obj(store_path: Path, kind: str, digest: str) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import xxhash
-from conftest import CliResult, read_tree, write_tree
+from conftest import CliResult, ok, one_error_line, read_tree, write_tree
 
 import artstore
 from artstore import Artifact, CorruptDataError, InvalidInputError, Store
@@ -56,19 +56,8 @@ def snapshot(store_path: Path) -> dict[str, bytes]:
     return out
 
 
-def ok(result: CliResult) -> str:
-    rc, out, err = result
-    assert rc == 0, f"rc={rc}\nstdout:\n{out}\nstderr:\n{err}"
-    assert "Traceback" not in err
-    return out
 
 
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("artstore: error:"), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def make_writable(path: Path) -> None:

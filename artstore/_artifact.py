@@ -522,26 +522,41 @@ class Artifact:
 
 
 def _walk(root: Path) -> Iterator[tuple[str, Path]]:
-    """Yield (relative '/'-path, absolute path) of files to add under ``root``."""
-    root = root.absolute()
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        for d in list(dirnames):
-            if (here / d).is_symlink():
-                log.warning("skipping %s: a symlink to a directory", here / d)
-                dirnames.remove(d)
-        dirnames.sort()
-        for f in sorted(filenames):
-            full = here / f
-            try:
-                st = full.stat()
-            except OSError:
-                log.warning("skipping %s: a dangling symlink or unreadable entry", full)
+    """Yield (relative '/'-path, absolute path) of files to add under ``root``.
+
+    Directory entries carry their file type, so only symlinks cost a ``stat`` here; the
+    ingest stats every file once more when it reads it, and that is the one it trusts.
+    """
+    pending = [(root.absolute(), "")]
+    while pending:
+        here, prefix = pending.pop()
+        try:
+            with os.scandir(here) as it:
+                found = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("skipping %s: cannot list it (%s)", here, exc.strerror)
+            continue
+        for entry in reversed(found):  # popped last-first: files come out in name order
+            full = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((full, f"{prefix}{entry.name}/"))
                 continue
-            if not stat_mod.S_ISREG(st.st_mode):
+            if entry.is_symlink():
+                try:
+                    mode = os.stat(full).st_mode
+                except OSError:
+                    log.warning("skipping %s: a dangling symlink or unreadable entry", full)
+                    continue
+                if stat_mod.S_ISDIR(mode):
+                    log.warning("skipping %s: a symlink to a directory", full)
+                    continue
+                if not stat_mod.S_ISREG(mode):
+                    log.warning("skipping %s: not a regular file", full)
+                    continue
+            elif not entry.is_file(follow_symlinks=False):
                 log.warning("skipping %s: not a regular file", full)
                 continue
-            rel = full.relative_to(root).as_posix()
+            rel = prefix + entry.name
             try:
                 rel.encode("utf-8")
             except UnicodeEncodeError:

@@ -421,9 +421,3 @@ class LocalBackend(Backend):
         dest = self._path(new_key)
         self._ensure_dir(dest.parent)
         os.replace(self._path(key), dest)
-
-    def is_regular(self, key: str) -> bool:
-        try:
-            return stat.S_ISREG(os.stat(self._path(key)).st_mode)
-        except FileNotFoundError:
-            return False

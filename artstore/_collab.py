@@ -31,7 +31,14 @@ from . import _format as fmt
 from ._backend import HOST
 from ._format import Entry
 from ._names import check_name
-from .errors import ConflictError, InvalidInputError, InvalidNameError, LockTimeoutError, SealedError
+from .errors import (
+    ConflictError,
+    InvalidInputError,
+    InvalidNameError,
+    LockTimeoutError,
+    SealedError,
+    TypeMismatchError,
+)
 
 if TYPE_CHECKING:
     from ._artifact import Artifact
@@ -224,8 +231,6 @@ class Staging:
         return len(entries)
 
     def _check_type(self, name: str, type_: str) -> None:
-        from .errors import TypeMismatchError
-
         refs = self.store.read_refs(name)
         if refs is not None and refs.type != type_:
             raise TypeMismatchError(

@@ -30,10 +30,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import xxhash
-
 from . import _format as fmt
 from ._ingest import blob_key
+from ._materialize import hash_file
 from .errors import ArtstoreError, CorruptDataError
 
 if TYPE_CHECKING:
@@ -85,15 +84,6 @@ class GcReport:
     versions_deleted: list[str] = field(default_factory=list)
     dry_run: bool = False
     kept_young: int = 0
-
-
-def _hash_blob(path: str) -> str:
-    hasher = xxhash.xxh3_128()
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(4 * 1024 * 1024)
-        while n := f.readinto(buf):
-            hasher.update(memoryview(buf)[:n])
-    return hasher.hexdigest()
 
 
 def _all_objects(store: "Store", kind: str) -> list[tuple[str, str]]:
@@ -181,7 +171,7 @@ def fsck(store: "Store", sample: float = 1.0) -> FsckReport:
         if path is not None and (sample >= 1.0 or rng.random() < sample):
             report.blobs_hashed += 1
             try:
-                actual = _hash_blob(str(path))
+                actual = hash_file(path)
             except OSError as exc:
                 report.problems.append(Problem("error", where(key), f"unreadable: {exc}"))
                 continue

@@ -27,7 +27,9 @@ from .errors import (
     ArtifactNotFoundError,
     CorruptDataError,
     InvalidInputError,
+    ObjectNotFoundError,
     StoreNotFoundError,
+    TypeMismatchError,
     UnknownFormatError,
     VersionNotFoundError,
 )
@@ -244,8 +246,6 @@ class Store:
         try:
             return self.backend.read(key)
         except FileNotFoundError:
-            from .errors import ObjectNotFoundError
-
             raise ObjectNotFoundError(
                 f"{kind[:-1]} {digest} is missing from {self.path} (file {key}); "
                 "run 'artstore fsck'",
@@ -485,8 +485,6 @@ class Store:
 
         def change(refs: Refs) -> Refs | None:
             if refs.type != type_:
-                from .errors import TypeMismatchError
-
                 raise TypeMismatchError(
                     f"artifact {name!r} already exists with type {refs.type!r}; "
                     f"log it with that type or choose another name"

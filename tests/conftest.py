@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+import xxhash
 
 import artstore
 
@@ -133,3 +134,8 @@ def one_error_line(err: str) -> str:
     assert lines[0].startswith("artstore: error:"), err
     assert "Traceback" not in err
     return lines[0]
+
+
+def h(data: bytes) -> str:
+    """The XXH3-128 hex digest artstore names these bytes by."""
+    return xxhash.xxh3_128_hexdigest(data)

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-import xxhash
-from conftest import read_tree, write_tree
+from conftest import h, read_tree, write_tree
 
 import artstore
 from artstore import (
@@ -31,10 +30,6 @@ from artstore import (
 from artstore import _format as fmt
 
 MakeTree = Callable[..., Path]
-
-
-def h(data: bytes) -> str:
-    return xxhash.xxh3_128_hexdigest(data)
 
 
 def log_tree(

@@ -21,8 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import xxhash
-from conftest import CliResult, ok, one_error_line, read_tree, write_tree
+from conftest import CliResult, h, ok, one_error_line, read_tree, write_tree
 
 from artstore import (
     Artifact,
@@ -34,10 +33,6 @@ from artstore import (
 )
 
 Cli = Callable[..., CliResult]
-
-
-def h(data: bytes) -> str:
-    return xxhash.xxh3_128_hexdigest(data)
 
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import xxhash
-from conftest import CliResult, ok, one_error_line, read_tree, write_tree
+from conftest import CliResult, h, ok, one_error_line, read_tree, write_tree
 
 import artstore
 from artstore import Artifact, CorruptDataError, InvalidInputError, Store
@@ -28,10 +28,6 @@ Cli = Callable[..., CliResult]
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def h(data: bytes) -> str:
-    return xxhash.xxh3_128_hexdigest(data)
 
 
 def obj(store_path: Path, kind: str, digest: str) -> Path:

@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import fnmatch
 import logging
 import os
 import stat as stat_mod
 import tempfile
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
-import xxhash
-
 from . import _format as fmt
 from ._format import Digest, Entry
-from ._materialize import Materializer, Progress, hash_file, reference_path, remove_extra, verify_dir
+from ._materialize import (
+    Materializer,
+    Progress,
+    hash_file,
+    reference_path,
+    remove_extra,
+    verify_dir,
+)
 from ._names import check_name, check_path, check_type, normalize_path
 from .errors import (
     ArtifactStateError,
@@ -453,6 +459,7 @@ class Artifact:
         mode: str = "copy",
         path_prefix: str | None = None,
         progress: Progress | None = None,
+        include: str | Sequence[str] | None = None,
     ) -> str:
         """Write the version's files under ``root`` (default ``./artifacts/NAME-vN``).
 
@@ -462,7 +469,11 @@ class Artifact:
                 (reflink where the filesystem can, else copy). Linked files share the
                 store's read-only blob: do not modify them in place.
             path_prefix: only entries whose path starts with this.
-            progress: called with (bytes, files) as each file is written.
+            progress: called with (bytes, files) as bytes arrive and files are written.
+            include: only entries whose path matches one of these glob patterns
+                (``fnmatch`` rules, matched against the whole '/'-separated path: ``*``
+                also matches ``/``). From a store on object storage only the blobs of
+                the chosen entries are downloaded.
 
         Returns:
             The root directory, as a string.
@@ -471,16 +482,26 @@ class Artifact:
         assert self._store is not None
         target = Path(root) if root is not None else self._default_root()
         target.mkdir(parents=True, exist_ok=True)
-        writer = Materializer(target, self._store.blob_path, mode, progress)
         entries = self._entries()
         for path in entries.paths:
             check_path(path)  # refuse a bad version before writing any of it
-        for entry in entries:
-            if path_prefix is None or entry.path.startswith(path_prefix):
+        patterns = [include] if isinstance(include, str) else list(include or ())
+        chosen = [
+            e for e in entries
+            if (path_prefix is None or e.path.startswith(path_prefix))
+            and (not patterns or any(fnmatch.fnmatchcase(e.path, p) for p in patterns))
+        ]
+        local = self._store.backend.is_local
+        # From object storage the bytes are counted as they arrive, the files as written.
+        files_only = None if progress is None else (lambda _b, n: progress(0, n))
+        writer = Materializer(target, self._store.blob_path, mode,
+                              progress if local else files_only)
+        for batch in self._store.blob_batches(chosen, None if local else progress):
+            for entry in batch:
                 try:
                     writer.write(entry)
                 except CorruptDataError:
-                    if entry.ref is None:
+                    if entry.ref is None and local:
                         self._store.quarantine(entry.digest)
                     raise
         return str(target)

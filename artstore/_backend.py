@@ -23,15 +23,14 @@ import stat
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import filelock
 
 from ._lock import LeaseLock, LockTimeout
-
-from .errors import LockTimeoutError
+from .errors import InvalidInputError, LockTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +39,26 @@ LEASE_SECONDS = 60.0
 
 HOST = socket.gethostname()
 
+#: The file that marks a store, with its format version (FORMAT.md section 3).
+MARKER = "artstore.json"
+
+
+#: Read size for streaming an object.
+CHUNK = 4 * 1024 * 1024
+
+
+class Lease(Protocol):
+    """A lock held by a marker in the store; see :mod:`_lock`."""
+
+    def acquire(self, timeout: float) -> None: ...
+
+    def release(self) -> None: ...
+
 
 class TempFile:
     """A file being written in the store's temporary area, not yet published."""
 
-    def __init__(self, backend: "LocalBackend", path: Path, fobj: BinaryIO | None) -> None:
+    def __init__(self, backend: "Backend", path: Path, fobj: BinaryIO | None) -> None:
         self.backend = backend
         self.path = path
         self.file = fobj
@@ -74,6 +88,12 @@ class Backend(ABC):
 
     #: The URL or path the backend was opened on, for messages.
     location: str
+    #: Whether the store is laid out for several Unix users (filesystems only).
+    shared = False
+
+    def set_shared(self, shared: bool) -> None:
+        """Lay out new files for several Unix users of one group, where that means anything."""
+        self.shared = shared
 
     @abstractmethod
     def read(self, key: str) -> bytes:
@@ -102,8 +122,68 @@ class Backend(ABC):
     def delete(self, key: str) -> None: ...
 
     @abstractmethod
-    def lock(self, name: str, timeout: float) -> contextlib.AbstractContextManager[None]:
-        """Return a context manager holding the lock ``name``."""
+    def _lease(self, name: str) -> "Lease":
+        """A lease lock named ``name`` in this store, not yet acquired."""
+
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float = 600.0) -> Iterator[None]:
+        """Hold the store-wide lock ``name`` (released at the end of the ``with``)."""
+        # Processes of this host queue on a kernel lock first (released by the kernel if
+        # the holder dies), so only one of them at a time contends for the lease in the
+        # store, which is what excludes other hosts.
+        local_dir = _local_lock_dir()
+        deadline = time.monotonic() + timeout
+        queue = None
+        if local_dir is not None:
+            local = local_dir / hashlib.sha1(f"{self.location}|{name}".encode()).hexdigest()
+            queue = filelock.FileLock(local, timeout=timeout)
+        try:
+            if queue is not None:
+                try:
+                    queue.acquire(timeout=min(timeout, 5.0))
+                except filelock.Timeout:
+                    log.warning("waiting for lock %s in %s, held by another process of "
+                                "this host", name, self.location)
+                    queue.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            lease = self._lease(name)
+            lease.acquire(max(0.0, deadline - time.monotonic()))
+        except (filelock.Timeout, LockTimeout):
+            if queue is not None and queue.is_locked:
+                queue.release()
+            raise LockTimeoutError(
+                f"lock {name!r} in {self.location} is held by another process "
+                f"(waited {timeout:g} s); retry, or check for a stuck artstore process"
+            ) from None
+        except OSError as exc:
+            if queue is not None and queue.is_locked:
+                queue.release()
+            raise LockTimeoutError(f"cannot take lock {name!r} in {self.location}: {exc}") from None
+        try:
+            yield
+        finally:
+            lease.release()
+            if queue is not None:
+                queue.release()
+
+    def read_chunks(self, key: str) -> Iterator[bytes]:
+        """Yield the bytes at ``key`` in pieces; raise FileNotFoundError if absent."""
+        with open(self._local_or_fail(key), "rb", buffering=0) as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+
+    def _local_or_fail(self, key: str) -> Path:
+        path = self.local_path(key)
+        if path is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement read_chunks")
+        return path
+
+    def prepare_create(self, shared: bool) -> None:
+        """Check that a new store can be made here, and make room for it."""
+
+    @property
+    def is_local(self) -> bool:
+        """Whether objects are files this machine can open (link modes, inotify)."""
+        return False
 
     @abstractmethod
     def temp(self) -> TempFile:
@@ -131,6 +211,11 @@ class Backend(ABC):
     @abstractmethod
     def publish_temp(self, temp: TempFile, key: str) -> bool:
         """Move a closed temp file to ``key`` unless ``key`` exists; return whether moved."""
+
+    def publish_many(self, items: Iterable[tuple[TempFile, str]]) -> None:
+        """:meth:`publish_temp` each (temp file, key) pair."""
+        for temp, key in items:
+            self.publish_temp(temp, key)
 
     @abstractmethod
     def touch(self, key: str) -> bool:
@@ -207,6 +292,24 @@ class LocalBackend(Backend):
         """
         self.shared = shared
         self.writable_mode = 0o664 if shared else 0o644
+
+    @property
+    def is_local(self) -> bool:
+        return True
+
+    def prepare_create(self, shared: bool) -> None:
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise InvalidInputError(f"cannot create a store at {root}: it is a file")
+        if root.is_dir() and any(n for n in os.listdir(root) if n not in ("tmp", "locks", MARKER)):
+            raise InvalidInputError(
+                f"cannot create a store at {root}: the directory is not empty and is "
+                "not an artstore store; choose an empty or new directory"
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        if shared:
+            os.chmod(root, 0o2775)
+            self.set_shared(True)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -308,47 +411,11 @@ class LocalBackend(Backend):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(key))
 
-    @contextlib.contextmanager
-    def lock(self, name: str, timeout: float = 600.0) -> Iterator[None]:
+    def _lease(self, name: str) -> LeaseLock:
         path = self._path(f"locks/{name}")
         self._ensure_dir(path.parent)
         self._ensure_dir(self._tmp)
-        # Processes of this host queue on a kernel lock first (released by the kernel if
-        # the holder dies), so only one of them at a time contends for the lease marker,
-        # which is what excludes other hosts.
-        local_dir = _local_lock_dir()
-        deadline = time.monotonic() + timeout
-        queue = None
-        if local_dir is not None:
-            local = local_dir / hashlib.sha1(str(path).encode()).hexdigest()
-            queue = filelock.FileLock(local, timeout=timeout)
-        lease = LeaseLock(path, self._tmp, LEASE_SECONDS, self.writable_mode)
-        try:
-            if queue is not None:
-                try:
-                    queue.acquire(timeout=min(timeout, 5.0))
-                except filelock.Timeout:
-                    log.warning("waiting for lock %s, held by another process of this host",
-                                path)
-                    queue.acquire(timeout=max(0.0, deadline - time.monotonic()))
-            lease.acquire(max(0.0, deadline - time.monotonic()))
-        except (filelock.Timeout, LockTimeout):
-            if queue is not None and queue.is_locked:
-                queue.release()
-            raise LockTimeoutError(
-                f"lock {name!r} in {self.location} is held by another process "
-                f"(waited {timeout:g} s); retry, or check for a stuck artstore process"
-            ) from None
-        except OSError as exc:
-            if queue is not None and queue.is_locked:
-                queue.release()
-            raise LockTimeoutError(f"cannot take lock {name!r} in {self.location}: {exc}") from None
-        try:
-            yield
-        finally:
-            lease.release()
-            if queue is not None:
-                queue.release()
+        return LeaseLock(path, self._tmp, LEASE_SECONDS, self.writable_mode)
 
     def temp(self) -> TempFile:
         path = self._temp_path()
@@ -421,3 +488,34 @@ class LocalBackend(Backend):
         dest = self._path(new_key)
         self._ensure_dir(dest.parent)
         os.replace(self._path(key), dest)
+
+
+class URLPath(str):
+    """A store URL such as ``s3://bucket/prefix``; ``/`` appends a key, as for a Path."""
+
+    def __truediv__(self, key: str) -> "URLPath":
+        return URLPath(f"{self}/{key}")
+
+
+def is_url(location: str) -> bool:
+    return "://" in location
+
+
+def open_backend(location: Path | URLPath) -> Backend:
+    """The backend for a store location (see :func:`artstore._store.store_location`)."""
+    if isinstance(location, URLPath):
+        scheme = location.split("://", 1)[0]
+        if scheme != "s3":
+            raise InvalidInputError(
+                f"cannot open a store at {location}: unknown scheme {scheme!r}; use a "
+                "filesystem path or an s3://bucket/prefix URL"
+            )
+        try:
+            from ._s3 import S3Backend
+        except ImportError as exc:
+            raise InvalidInputError(
+                f"cannot open {location}: object storage needs the obstore package "
+                f"({exc.name} is missing); install it with: pip install 'artstore[s3]'"
+            ) from None
+        return S3Backend(location)
+    return LocalBackend(location)

@@ -269,8 +269,7 @@ class Ingest:
         """Make every new blob durable, then give it its name."""
         if self._pending:
             self.backend.sync()
-            for item in self._pending:
-                self.backend.publish_temp(item.temp, blob_key(item.digest))
+            self.backend.publish_many((i.temp, blob_key(i.digest)) for i in self._pending)
             self._pending = []
         if self.cache:
             self.cache.flush()

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from . import _format as fmt
 from ._ingest import blob_key
-from ._materialize import hash_file
+from ._materialize import hash_chunks, hash_file
 from .errors import ArtstoreError, CorruptDataError
 
 if TYPE_CHECKING:
@@ -167,11 +167,12 @@ def fsck(store: "Store", sample: float = 1.0) -> FsckReport:
             report.problems.append(Problem(
                 "error", where(key), f"blob is {st[0]} bytes, expected {expected} (truncated?)"))
             continue
-        path = store.backend.local_path(key)
-        if path is not None and (sample >= 1.0 or rng.random() < sample):
+        if sample >= 1.0 or rng.random() < sample:
             report.blobs_hashed += 1
             try:
-                actual = hash_file(path)
+                path = store.backend.local_path(key)
+                actual = hash_file(path) if path is not None else hash_chunks(
+                    store.backend.read_chunks(key))
             except OSError as exc:
                 report.problems.append(Problem("error", where(key), f"unreadable: {exc}"))
                 continue

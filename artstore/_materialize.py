@@ -16,7 +16,7 @@ import os
 import secrets
 import shutil
 import stat as stat_mod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -52,6 +52,13 @@ def hash_file(path: Path) -> str:
         buf = bytearray(CHUNK)
         while n := f.readinto(buf):
             hasher.update(memoryview(buf)[:n])
+    return hasher.hexdigest()
+
+
+def hash_chunks(chunks: Iterable[bytes]) -> str:
+    hasher = xxhash.xxh3_128()
+    for chunk in chunks:
+        hasher.update(chunk)
     return hasher.hexdigest()
 
 

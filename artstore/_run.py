@@ -11,8 +11,8 @@ from typing import Any
 from . import _format as fmt
 from ._artifact import Artifact, target_log
 from ._backend import HOST
-from ._store import Store, run_summary
 from ._names import check_name
+from ._store import Store, run_summary
 from .errors import ArtifactStateError, InvalidInputError, InvalidNameError
 
 

@@ -12,13 +12,14 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _format as fmt
-from ._backend import HOST, Backend, LocalBackend
+from ._backend import HOST, MARKER, Backend, URLPath, is_url, open_backend
+from ._cache import BlobCache
 from ._format import Digest, Entry
 from ._ingest import Ingest, Progress, blob_key
 from ._names import check_alias, check_name, parse_spec, parse_version
@@ -41,16 +42,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MARKER = "artstore.json"
 #: Older refs generations than this many behind the newest are deleted after a commit.
 KEEP_GENERATIONS = 16
 
 
-def default_store_path() -> Path:
+def default_store_path() -> Path | URLPath:
     """The store used when none is named: ``$ARTSTORE_DIR``, else the user data directory."""
     env = os.environ.get("ARTSTORE_DIR")
     if env:
-        return Path(env).expanduser()
+        return store_location(env)
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "share"
     )
@@ -120,22 +120,32 @@ class Refs:
             raise CorruptDataError(f"{where}: malformed refs record ({exc})", where) from exc
 
 
+def store_location(where: str | os.PathLike[str]) -> Path | URLPath:
+    """A store's location: a filesystem path, or an ``s3://bucket/prefix`` URL."""
+    text = os.fspath(where)
+    if is_url(text):
+        return URLPath(text.rstrip("/"))
+    return Path(text).expanduser()
+
+
 class Store:
-    """An artstore store: a directory (or, later, a bucket) of blobs, records and refs.
+    """An artstore store: a directory, or a prefix in an S3 bucket, of blobs and records.
 
     Args:
-        path: the store's location; None means ``$ARTSTORE_DIR`` or the default
-            ``~/.local/share/artstore``.
+        path: the store's location, a path or an ``s3://bucket/prefix`` URL; None means
+            ``$ARTSTORE_DIR`` or the default ``~/.local/share/artstore``.
 
     A store that does not exist yet reads as empty and is created by the first write.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_store_path()
-        self.backend: Backend = LocalBackend(self.path)
+        self.path = store_location(path) if path is not None else default_store_path()
+        self.backend: Backend = open_backend(self.path)
         self._checked = False
         self._manifests: dict[str, fmt.Manifest] = {}
         self._statcache: StatCache | None = None
+        self._cache: BlobCache | None = None
+        self._id = ""
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -148,7 +158,7 @@ class Store:
         store = cls(path)
         existed = store.exists()
         store._ensure_created(shared=shared)
-        if existed and shared and not store.backend.shared:  # type: ignore[attr-defined]
+        if existed and shared and not store.backend.shared:
             raise InvalidInputError(
                 f"{store.path} is already a store, not a shared one; a store cannot be made "
                 "shared after the fact: create a new store with --shared and log the versions into it"
@@ -158,6 +168,12 @@ class Store:
     def exists(self) -> bool:
         return self.backend.exists(MARKER)
 
+    @property
+    def id(self) -> str:
+        """The store's unique id, from its marker (FORMAT.md section 3)."""
+        self._require()
+        return self._id
+
     def _check_marker(self) -> bool:
         """Check the store's format version; return whether the store exists."""
         if self._checked:
@@ -166,6 +182,9 @@ class Store:
             raw = self.backend.read(MARKER)
         except FileNotFoundError:
             if self.backend.list("refs") or self.backend.list("blobs"):
+                # The first writer may have made the store between our two looks.
+                if self.backend.exists(MARKER):
+                    return self._check_marker()
                 where = str(self.path / MARKER)
                 raise CorruptDataError(
                     f"{where} is missing, but {self.path} holds a store's files; restore the "
@@ -197,29 +216,21 @@ class Store:
                 f"by this artstore (it reads version {fmt.STORE_VERSION}); upgrade artstore",
                 where,
             )
-        self.backend.set_shared(bool(marker.get("shared")))  # type: ignore[attr-defined]
+        self.backend.set_shared(bool(marker.get("shared")))
+        self._id = marker["id"]
         self._checked = True
         return True
 
     def _ensure_created(self, shared: bool = False) -> None:
         if self._check_marker():
             return
-        if self.path.exists() and not self.path.is_dir():
-            raise InvalidInputError(f"cannot create a store at {self.path}: it is a file")
-        if self.path.is_dir() and any(
-            n for n in os.listdir(self.path) if n not in ("tmp", "locks", MARKER)
-        ):
+        try:
+            self.backend.prepare_create(shared)
+        except InvalidInputError:
             # Another process may have created the store since we looked for the marker.
             if self._check_marker():
                 return
-            raise InvalidInputError(
-                f"cannot create a store at {self.path}: the directory is not empty and is "
-                "not an artstore store; choose an empty or new directory"
-            )
-        self.path.mkdir(parents=True, exist_ok=True)
-        if shared:
-            os.chmod(self.path, 0o2775)
-            self.backend.set_shared(True)  # type: ignore[attr-defined]
+            raise
         marker = {
             "format": fmt.STORE_FORMAT,
             "version": fmt.STORE_VERSION,
@@ -286,7 +297,30 @@ class Store:
         return record
 
     def blob_path(self, digest: str) -> Path | None:
-        return self.backend.local_path(blob_key(digest))
+        """A local file holding blob ``digest``: in the store, or in the download cache."""
+        if self.backend.is_local:
+            return self.backend.local_path(blob_key(digest))
+        return self.cache.get(digest)
+
+    @property
+    def cache(self) -> BlobCache:
+        """Where blobs of a store on object storage are kept once downloaded."""
+        if self._cache is None:
+            self._cache = BlobCache()
+        return self._cache
+
+    def blob_batches(
+        self, entries: Sequence[Entry], progress: Progress | None = None
+    ) -> Iterator[list[Entry]]:
+        """Yield ``entries`` in batches during which :meth:`blob_path` finds their blobs.
+
+        A local store has every blob at hand: one batch. A store on object storage
+        fetches each batch's blobs into the bounded download cache first.
+        """
+        if self.backend.is_local:
+            yield list(entries)
+            return
+        yield from self.cache.batches(self.backend, entries, blob_key, progress)
 
     def ingest(self, progress: Progress | None = None) -> Ingest:
         """Start a batch of blob writes into this store."""
@@ -440,7 +474,7 @@ class Store:
             refs.aliases[alias] = index
             return refs
 
-        refs = self.update_refs(name, None, change)
+        self.update_refs(name, None, change)
         return self.artifact(f"{name}:{alias}")
 
     def remove_alias(self, name: str, alias: str) -> None:
@@ -470,6 +504,7 @@ class Store:
         run: dict[str, Any] | None = None,
         merge: Callable[[list[Entry], Refs], list[Entry]] | None = None,
         base: Digest | None = None,
+        created: float | None = None,
     ) -> tuple[Refs, int, bool]:
         """Commit ``entries`` as the next version of ``name``.
 
@@ -514,7 +549,7 @@ class Store:
                         "parent": fmt.to_bin(parent) if parent else None,
                         "description": description,
                         "metadata": metadata or {},
-                        "created": time.time(),
+                        "created": time.time() if created is None else created,
                         "run": run,
                         "base": fmt.to_bin(base) if base else None,
                     }
@@ -558,6 +593,11 @@ class Store:
 
         from ._maintenance import DEFAULT_GRACE, gc
 
+        if not self.backend.is_local:
+            raise InvalidInputError(
+                f"gc of a store on object storage ({self.path}) is not supported yet: "
+                "deleted versions keep their blobs there; run gc on filesystem stores only"
+            )
         if grace is not None and not (isinstance(grace, (int, float)) and math.isfinite(grace)
                                       and grace >= 0):
             raise InvalidInputError(f"grace must be a finite number of seconds >= 0, got {grace!r}")

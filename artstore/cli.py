@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -247,19 +246,132 @@ def put(opts: Options, path: str, name: str | None, type_: str, aliases: tuple[s
     emit(opts, {**_describe(art), "new_version": created}, art.qualified_name)
 
 
+class Size(click.ParamType):
+    """A size in bytes: a number, or one with K, M, G or T (powers of 1024)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        from ._cache import parse_size
+
+        try:
+            return parse_size(str(value))
+        except ArtstoreError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 @cli.command()
 @click.argument("spec", metavar="NAME[:VERSION]")
 @click.option("--root", type=click.Path(file_okay=False), help="Where to write (default ./artifacts/NAME-vN).")
 @click.option("--mode", type=click.Choice(["copy", "hardlink", "symlink", "reflink", "auto"]),
               default="copy", show_default=True, help="How to place files.")
 @click.option("--path-prefix", help="Only entries whose path starts with this.")
+@click.option("--include", "include", multiple=True, metavar="GLOB",
+              help="Only entries whose path matches GLOB (repeatable; '*' crosses '/').")
+@click.option("--remote", help="Read the version from this remote, not the local store.")
+@click.option("--cache-size", type=Size(), metavar="SIZE",
+              help="Bound of the download cache for remote stores, e.g. 2G "
+                   "(default $ARTSTORE_CACHE_SIZE, else 10G).")
 @common
-def get(opts: Options, spec: str, root: str | None, mode: str, path_prefix: str | None) -> None:
+def get(opts: Options, spec: str, root: str | None, mode: str, path_prefix: str | None,
+        include: tuple[str, ...], remote: str | None, cache_size: int | None) -> None:
     """Download a version (default: latest) into a directory."""
-    art = opts.open_store().artifact(spec)
+    store = opts.open_store()
+    if remote is not None:
+        from ._remote import pick_remote
+
+        _name, store = pick_remote(store, remote)
+    if cache_size is not None:
+        store.cache.limit = cache_size
+    art = store.artifact(spec)
     with progress_bar(art.size, "get") as update:
-        where = art.download(root, mode=mode, path_prefix=path_prefix, progress=update)
+        where = art.download(root, mode=mode, path_prefix=path_prefix, progress=update,
+                             include=include or None)
     emit(opts, {**_describe(art), "root": where}, where)
+
+
+# -- remotes -------------------------------------------------------------------------------
+
+
+@cli.group()
+def remote() -> None:
+    """Other stores (a path or an s3:// URL) to push versions to and pull them from."""
+
+
+@remote.command("add")
+@click.argument("name")
+@click.argument("url")
+@common
+def remote_add(opts: Options, name: str, url: str) -> None:
+    """Remember URL (a store path or s3://bucket/prefix) as remote NAME."""
+    from ._remote import add_remote
+
+    where = add_remote(opts.open_store(), name, url)
+    emit(opts, {"name": name, "url": where}, f"{name}\t{where}")
+
+
+@remote.command("ls")
+@common
+def remote_ls(opts: Options) -> None:
+    """List the remotes."""
+    from ._remote import remotes
+
+    rows = [{"name": n, "url": u} for n, u in remotes(opts.open_store()).items()]
+    emit(opts, rows, lambda: "\n".join(f"{r['name']}\t{r['url']}" for r in rows))
+
+
+@remote.command("rm")
+@click.argument("name")
+@common
+def remote_rm(opts: Options, name: str) -> None:
+    """Forget remote NAME (nothing in it is touched)."""
+    from ._remote import remove_remote
+
+    remove_remote(opts.open_store(), name)
+    emit(opts, {"removed": name}, f"removed remote {name}")
+
+
+def _transfer_command(opts: Options, specs: tuple[str, ...], remote_name: str | None,
+                      verb: str) -> None:
+    from ._remote import describe, pick_remote, pull, push
+
+    store = opts.open_store()
+    name, other = pick_remote(store, remote_name)
+    run = push if verb == "push" else pull
+    with progress_bar(None, verb) as update:
+        moved = run(store, other, list(specs), update)
+    rows = describe(moved, "remote_version" if verb == "push" else "local_version", name)
+
+    def text() -> str:
+        lines = []
+        for m in moved:
+            mine, theirs = (m.source, m.dest) if verb == "push" else (m.dest, m.source)
+            state = ("sent" if verb == "push" else "fetched") if m.created else "already there"
+            lines.append(f"{m.name}:v{mine} -> {name} {m.name}:v{theirs}  ({state}; "
+                         f"{m.blobs} blob(s), {_size(m.bytes)} copied)" if verb == "push" else
+                         f"{name} {m.name}:v{theirs} -> {m.name}:v{mine}  ({state}; "
+                         f"{m.blobs} blob(s), {_size(m.bytes)} copied)")
+        return "\n".join(lines) or "nothing to " + verb
+
+    emit(opts, rows, text)
+
+
+@cli.command("push")
+@click.argument("specs", nargs=-1, metavar="[NAME[:VERSION]]...")
+@click.option("--remote", "remote_name", help="The remote (needed when there are several).")
+@common
+def push_cmd(opts: Options, specs: tuple[str, ...], remote_name: str | None) -> None:
+    """Send versions (default: all) to a remote; the remote numbers them itself."""
+    _transfer_command(opts, specs, remote_name, "push")
+
+
+@cli.command("pull")
+@click.argument("specs", nargs=-1, metavar="[NAME[:VERSION]]...")
+@click.option("--remote", "remote_name", help="The remote (needed when there are several).")
+@common
+def pull_cmd(opts: Options, specs: tuple[str, ...], remote_name: str | None) -> None:
+    """Fetch versions (default: all) from a remote into the local store."""
+    _transfer_command(opts, specs, remote_name, "pull")
 
 
 @cli.command()
@@ -655,6 +767,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one line for the user, traceback on request
         if debug:
             raise
+        if type(exc).__module__.startswith("obstore"):
+            # The object storage client's messages run to many lines; the first says it.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(f"artstore: error: object storage: {first}", err=True)
+            return 1
         click.echo(f"artstore: internal error: {type(exc).__name__}: {exc} "
                    "(rerun with --debug for a traceback)", err=True)
         return 1

@@ -1,0 +1,353 @@
+"""A store in S3-compatible object storage, through obstore.
+
+Object storage has no locks, links or renames. What the filesystem backend does with
+link(2) this one does with conditional writes: a key is created only if absent
+(``If-None-Match: *``) and a lock marker is replaced only if unchanged (``If-Match``).
+Any 412 "Precondition Failed" on a create means the key exists, whatever else the server
+says. A PUT is durable when it returns, so :meth:`S3Backend.sync` has nothing to do.
+
+Credentials, region and endpoint come from the standard AWS environment variables
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL``), else from the profile ``$AWS_PROFILE`` (or ``default``) of the
+shared AWS files ``~/.aws/credentials`` and ``~/.aws/config``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import obstore
+from obstore.exceptions import AlreadyExistsError, PreconditionError
+from obstore.store import S3Store
+
+from ._backend import CHUNK, Backend, TempFile, URLPath
+from ._lock import HOST_ID, WARN_AFTER, LockTimeout, _alive, _start_time
+from .errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+#: How long a lock survives a holder that stopped refreshing it (there is no pid to test
+#: on another host, and no shared clock: a waiter counts on its own monotonic clock).
+LEASE_SECONDS = 60.0
+#: Uploads in flight at once when a batch of blobs is published.
+UPLOADS = 16
+
+
+def _aws_profile() -> dict[str, str]:
+    """The settings of the selected profile in the shared AWS config files."""
+    profile = os.environ.get("AWS_PROFILE", "default")
+    found: dict[str, str] = {}
+    files = [
+        (os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"),
+         "default" if profile == "default" else f"profile {profile}"),
+        (os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"), profile),
+    ]
+    for name, section in files:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(os.path.expanduser(name))
+        except configparser.Error as exc:
+            raise InvalidInputError(f"cannot read AWS settings from {name}: {exc}") from None
+        if parser.has_section(section):
+            found.update(parser.items(section))
+    return found
+
+
+def store_config() -> tuple[dict[str, str], bool]:
+    """obstore settings for the endpoint, region and credentials, and whether HTTP is allowed."""
+    profile = _aws_profile()
+    pairs = {
+        "access_key_id": ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+        "secret_access_key": ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+        "session_token": ("AWS_SESSION_TOKEN", "aws_session_token"),
+        "region": ("AWS_REGION", "region"),
+        "endpoint": ("AWS_ENDPOINT_URL", "endpoint_url"),
+    }
+    config = {}
+    for key, (env, ini) in pairs.items():
+        value = os.environ.get(env) or profile.get(ini)
+        if value:
+            config[key] = value
+    if "region" not in config and os.environ.get("AWS_DEFAULT_REGION"):
+        config["region"] = os.environ["AWS_DEFAULT_REGION"]
+    config.setdefault("region", "us-east-1")
+    endpoint = config.get("endpoint", "")
+    return config, endpoint.startswith("http://")
+
+
+def _is_precondition_failure(exc: Exception) -> bool:
+    return isinstance(exc, (AlreadyExistsError, PreconditionError)) or "412" in str(exc)
+
+
+class _MemoryTemp(TempFile):
+    """A small blob already in memory: uploaded straight from its bytes."""
+
+    def __init__(self, backend: Backend, data: bytes) -> None:
+        super().__init__(backend, Path(os.devnull), None)
+        self.data = data
+
+    def discard(self) -> None:
+        self.data = b""
+
+
+class S3Backend(Backend):
+    """A store under ``s3://bucket/prefix``."""
+
+    def __init__(self, url: URLPath) -> None:
+        self.location = str(url)
+        bucket = url.split("://", 1)[1].split("/", 1)[0]
+        if not bucket:
+            raise InvalidInputError(f"{url}: no bucket; use s3://BUCKET/PREFIX")
+        config, allow_http = store_config()
+        self._store = S3Store.from_url(
+            self.location, config=config,  # type: ignore[arg-type]
+            client_options={"allow_http": allow_http, "timeout": "120s"},
+        )
+
+    # -- the interface -----------------------------------------------------------------
+
+    def read(self, key: str) -> bytes:
+        return bytes(obstore.get(self._store, key).bytes())
+
+    def read_chunks(self, key: str) -> Iterator[bytes]:
+        for chunk in obstore.get(self._store, key).stream(min_chunk_size=CHUNK):
+            yield bytes(chunk)
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(obstore.head(self._store, key))
+        except FileNotFoundError:
+            return None
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def size(self, key: str) -> int | None:
+        meta = self.head(key)
+        return None if meta is None else int(meta["size"])
+
+    def stat(self, key: str) -> tuple[int, float] | None:
+        meta = self.head(key)
+        if meta is None:
+            return None
+        return int(meta["size"]), meta["last_modified"].timestamp()
+
+    def create(self, key: str, data: bytes) -> bool:
+        return self.create_tagged(key, data) is not None
+
+    def create_tagged(self, key: str, data: bytes) -> str | None:
+        """Create ``key`` if absent; return its new entity tag, or None if it existed."""
+        try:
+            result = obstore.put(self._store, key, data, mode="create")
+        except Exception as exc:  # noqa: BLE001 - obstore raises several kinds for a 412
+            if not _is_precondition_failure(exc):
+                raise
+            # A retried PUT whose first reply was lost answers 412 although it worked:
+            # the bytes tell (every created record carries a unique nonce or time).
+            with contextlib.suppress(FileNotFoundError):
+                got = obstore.get(self._store, key)
+                if bytes(got.bytes()) == data:
+                    return str(got.meta["e_tag"])
+            return None
+        return str(result["e_tag"])
+
+    def replace_if(self, key: str, data: bytes, e_tag: str) -> str | None:
+        """Overwrite ``key`` only if its entity tag is still ``e_tag``; return the new one."""
+        try:
+            result = obstore.put(self._store, key, data, mode={"e_tag": e_tag})
+        except Exception as exc:  # noqa: BLE001
+            if _is_precondition_failure(exc) or isinstance(exc, FileNotFoundError):
+                return None
+            raise
+        return str(result["e_tag"])
+
+    def publish(self, key: str, data: bytes, readonly: bool = True) -> None:
+        obstore.put(self._store, key, data)
+
+    def list(self, prefix: str) -> list[str]:
+        listing = obstore.list_with_delimiter(self._store, prefix.rstrip("/") or None)
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in listing["common_prefixes"]]
+        names += [o["path"].rsplit("/", 1)[-1] for o in listing["objects"]]
+        return names
+
+    def list_all(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix``, recursively (one request per thousand keys)."""
+        for batch in obstore.list(self._store, prefix.rstrip("/") + "/", chunk_size=1000):
+            for meta in batch:
+                yield meta["path"]
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            obstore.delete(self._store, key)
+
+    def _lease(self, name: str) -> "ObjectLease":
+        return ObjectLease(self, f"locks/{name}", LEASE_SECONDS)
+
+    def temp(self) -> TempFile:
+        # Bytes are spooled to local disk while hashed, then uploaded under their name:
+        # what is uploaded is exactly what was hashed, even if the source changes.
+        fd, name = tempfile.mkstemp(prefix="artstore-upload-", suffix=".tmp")
+        return TempFile(self, Path(name), os.fdopen(fd, "wb"))
+
+    def temp_with(self, data: bytes) -> TempFile:
+        return _MemoryTemp(self, data)
+
+    def sync(self) -> None:
+        """Nothing to do: an object exists only once its PUT has returned."""
+
+    def publish_temp(self, temp: TempFile, key: str) -> bool:
+        if isinstance(temp, _MemoryTemp):
+            obstore.put(self._store, key, temp.data)
+            return True
+        temp.close()
+        try:
+            obstore.put(self._store, key, temp.path, chunk_size=8 * CHUNK)
+        finally:
+            temp.discard()
+        return True
+
+    def publish_many(self, items: Iterable[tuple[TempFile, str]]) -> None:
+        with ThreadPoolExecutor(UPLOADS) as pool:
+            for done in [pool.submit(self.publish_temp, t, k) for t, k in items]:
+                done.result()
+
+    def upload_file(self, key: str, chunks: Iterable[bytes]) -> str:
+        """Upload ``chunks`` as ``key``; return the MD5 hex digest of what was sent."""
+        md5 = hashlib.md5(usedforsecurity=False)
+
+        def counted() -> Iterator[bytes]:
+            for chunk in chunks:
+                md5.update(chunk)
+                yield chunk
+
+        result = obstore.put(self._store, key, counted(), chunk_size=8 * CHUNK)
+        tag = str(result.get("e_tag") or "").strip('"')
+        # A single-part upload's entity tag is the MD5 of the bytes the server kept.
+        if len(tag) == 32 and "-" not in tag and tag != md5.hexdigest():
+            raise OSError(f"{self.location}/{key}: the server kept other bytes than were sent")
+        return md5.hexdigest()
+
+    def touch(self, key: str) -> bool:
+        # Objects cannot be given a new modification time in place; gc on object storage
+        # does not delete blobs (see gc), so a reused blob needs no refresh.
+        return True
+
+    def rename(self, key: str, new_key: str) -> None:
+        obstore.copy(self._store, key, new_key)
+        obstore.delete(self._store, key)
+
+
+class ObjectLease:
+    """A lock held by a marker object, taken with create-if-absent and kept by If-Match.
+
+    The holder rewrites its marker every quarter lease (a new entity tag each time). A
+    waiter takes the marker over with If-Match on the tag it saw when the marker has not
+    changed for a whole lease by the waiter's own clock, or at once when the marker names
+    a dead process of the waiter's own host. Only one waiter's If-Match can succeed.
+    """
+
+    def __init__(self, backend: S3Backend, key: str, lease: float) -> None:
+        self.backend = backend
+        self.key = key
+        self.lease = lease
+        self._nonce = ""
+        self._tag: str | None = None
+        self._beats = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _claim(self) -> bytes:
+        pid = os.getpid()
+        self._beats += 1
+        return json.dumps({"host": HOST_ID, "pid": pid, "start": _start_time(pid),
+                           "nonce": self._nonce, "beat": self._beats,
+                           "time": time.time()}).encode()
+
+    def _owner(self) -> dict[str, Any] | None:
+        try:
+            owner = json.loads(self.backend.read(self.key))
+        except (FileNotFoundError, ValueError):
+            return None
+        return owner if isinstance(owner, dict) else None
+
+    def _dead_here(self) -> bool:
+        owner = self._owner()
+        if owner is None or owner.get("host") != HOST_ID:
+            return False
+        pid = owner.get("pid")
+        return not (isinstance(pid, int) and _alive(pid, owner.get("start")))
+
+    def acquire(self, timeout: float) -> None:
+        self._nonce = secrets.token_hex(8)
+        deadline = time.monotonic() + timeout
+        warn_at = time.monotonic() + WARN_AFTER
+        seen: tuple[str, float] | None = None  # (tag, when we first saw it)
+        delay = 0.01
+        while True:
+            self._tag = self.backend.create_tagged(self.key, self._claim())
+            if self._tag is not None:
+                break
+            meta = self.backend.head(self.key)
+            if meta is None:
+                continue  # released meanwhile
+            tag = str(meta["e_tag"])
+            if seen is None or seen[0] != tag:
+                seen = (tag, time.monotonic())
+            if time.monotonic() - seen[1] > self.lease or self._dead_here():
+                self._tag = self.backend.replace_if(self.key, self._claim(), tag)
+                if self._tag is not None:
+                    log.warning("took over lock %s/%s from a holder that is gone",
+                                self.backend.location, self.key)
+                    break
+                continue
+            now = time.monotonic()
+            if now >= deadline:
+                raise LockTimeout(self.key)
+            if warn_at and now >= warn_at:
+                warn_at = 0.0
+                owner = self._owner() or {}
+                log.warning("waiting for lock %s/%s, held by pid %s on %s; it is taken over "
+                            "if that holder stops refreshing it for %g s", self.backend.location,
+                            self.key, owner.get("pid"), owner.get("host"), self.lease)
+            time.sleep(min(delay, max(0.0, deadline - now)))
+            delay = min(delay * 1.5, 0.5)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._heartbeat, daemon=True,
+                                        name=f"artstore-lease-{self.key}")
+        self._thread.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.lease / 4):
+            assert self._tag is not None
+            try:
+                tag = self.backend.replace_if(self.key, self._claim(), self._tag)
+            except Exception as exc:  # noqa: BLE001 - a refresh is retried next beat
+                log.warning("could not refresh lock %s: %s", self.key, exc)
+                continue
+            if tag is None:
+                log.warning("lock %s/%s was taken over while held", self.backend.location,
+                            self.key)
+                return
+            self._tag = tag
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        meta = self.backend.head(self.key)
+        if meta is not None and str(meta["e_tag"]) == self._tag:
+            self.backend.delete(self.key)

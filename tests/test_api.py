@@ -731,9 +731,25 @@ def test_download_refuses_a_damaged_or_missing_blob(store: Store, tmp_path: Path
 
     if blob.exists():
         blob.unlink()
-    with pytest.raises(artstore.ObjectNotFoundError):
-        store.artifact("ds").download(tmp_path / "out2")
-    assert not (tmp_path / "out2" / "bad.txt").exists()
+    for mode in ("copy", "hardlink", "symlink"):
+        with pytest.raises(artstore.ObjectNotFoundError, match="bad.txt"):
+            store.artifact("ds").download(tmp_path / f"out-{mode}", mode=mode)
+        assert not os.path.lexists(tmp_path / f"out-{mode}" / "bad.txt")
+
+
+def test_download_replaces_a_different_file_and_keeps_an_equal_one(
+    store: Store, tmp_path: Path
+) -> None:
+    log_tree(store, "ds", {"a.txt": "version a", "b.txt": "version b"}, tmp_path / "src")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.txt").write_text("stale and longer content")
+    (out / "b.txt").write_text("version b")
+    before = os.stat(out / "b.txt").st_ino
+    store.artifact("ds").download(out)
+    assert (out / "a.txt").read_text() == "version a"
+    assert os.stat(out / "b.txt").st_ino == before  # equal bytes: left alone
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt"]
 
 
 # -- download refuses to write outside its root -----------------------------------------------

@@ -24,9 +24,9 @@ import secrets
 import tempfile
 import threading
 import time
-from datetime import timedelta
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 

@@ -16,7 +16,7 @@ import os
 import stat as stat_mod
 import tempfile
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
@@ -486,24 +486,44 @@ class Artifact:
         for path in entries.paths:
             check_path(path)  # refuse a bad version before writing any of it
         patterns = [include] if isinstance(include, str) else list(include or ())
-        chosen = [
-            e for e in entries
-            if (path_prefix is None or e.path.startswith(path_prefix))
-            and (not patterns or any(fnmatch.fnmatchcase(e.path, p) for p in patterns))
-        ]
+        wanted = path_filter(patterns, path_prefix)
+        chosen = [e for e in entries if wanted is None or wanted(e.path)]
         local = self._store.backend.is_local
         # From object storage the bytes are counted as they arrive, the files as written.
         files_only = None if progress is None else (lambda _b, n: progress(0, n))
         writer = Materializer(target, self._store.blob_path, mode,
                               progress if local else files_only)
+        if not local and mode == "symlink":
+            raise InvalidInputError(
+                f"cannot download {self.qualified_name} from {self._store.path} with symlinks: "
+                "they would point into the download cache, which is trimmed; use --mode "
+                "copy or hardlink"
+            )
+        if patterns and not chosen:
+            raise InvalidInputError(
+                f"no entry of {self.qualified_name} matches {', '.join(map(repr, patterns))}"
+                + (f" under {path_prefix!r}" if path_prefix else "")
+                + "; 'artstore show' lists its paths"
+            )
         for batch in self._store.blob_batches(chosen, None if local else progress):
             for entry in batch:
                 try:
                     writer.write(entry)
-                except CorruptDataError:
+                except CorruptDataError as exc:
                     if entry.ref is None and local:
                         self._store.quarantine(entry.digest)
-                    raise
+                        raise CorruptDataError(
+                            f"{exc}. The damaged blob was moved to the store's corrupt/ "
+                            "directory; put the original file again to repair it",
+                            exc.path,
+                        ) from None
+                    if entry.ref is not None:
+                        raise
+                    # A cached copy damaged since it was fetched (through a hard link,
+                    # say): fetch it again, once.
+                    self._store.cache.evict(entry.digest)
+                    next(iter(self._store.blob_batches([entry])))
+                    writer.write(entry)
         return str(target)
 
     def checkout(self, root: str | os.PathLike[str] | None = None, mode: str = "copy") -> str:
@@ -514,14 +534,17 @@ class Artifact:
             remove_extra(target, {e.path for e in self._entries()})
         return self.download(target, mode)
 
-    def verify(self, root: str | os.PathLike[str] | None = None) -> None:
+    def verify(self, root: str | os.PathLike[str] | None = None,
+               include: str | Sequence[str] | None = None) -> None:
         """Re-hash the files under ``root`` and raise VerificationError on any difference.
 
-        References recorded without a checksum are skipped.
+        References recorded without a checksum are skipped. With ``include`` (glob
+        patterns, as for :meth:`download`), only the matching paths are compared.
         """
         self._need_logged("verify")
         target = Path(root) if root is not None else self._default_root()
-        problems = verify_dir(target, self._entries())
+        patterns = [include] if isinstance(include, str) else list(include or ())
+        problems = verify_dir(target, self._entries(), path_filter(patterns, None))
         if problems:
             shown = "; ".join(f"{p}: {why}" for p, why in problems[:5])
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
@@ -540,6 +563,18 @@ class Artifact:
                 f"has {len(entries)}: use download()"
             )
         return os.path.join(self.download(root), *entries[0].path.split("/"))
+
+
+def path_filter(patterns: Sequence[str], prefix: str | None) -> Callable[[str], bool] | None:
+    """A test of entry paths: under ``prefix`` and matching any of ``patterns``."""
+    if not patterns and prefix is None:
+        return None
+
+    def wanted(path: str) -> bool:
+        return (prefix is None or path.startswith(prefix)) and (
+            not patterns or any(fnmatch.fnmatchcase(path, p) for p in patterns))
+
+    return wanted
 
 
 def _walk(root: Path) -> Iterator[tuple[str, Path]]:

@@ -538,7 +538,7 @@ def open_backend(location: Path | URLPath) -> Backend:
         except ImportError as exc:
             raise InvalidInputError(
                 f"cannot open {location}: object storage needs the obstore package "
-                f"({exc.name} is missing); install it with: pip install 'artstore[s3]'"
+                f"({exc.name} is missing); install it with: pip install obstore"
             ) from None
         return S3Backend(location)
     return LocalBackend(location)

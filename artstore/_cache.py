@@ -1,7 +1,8 @@
 """A local cache of blobs fetched from a store on object storage, bounded in size.
 
 Downloading a version from a remote store fetches only the blobs of the entries asked
-for, several at a time, into ``$ARTSTORE_CACHE_DIR`` (default ``~/.cache/artstore/blobs``),
+for, several at a time, into ``blobs/`` of ``$ARTSTORE_CACHE_DIR`` (default
+``~/.cache/artstore``),
 hashing each as it arrives: a blob whose bytes do not match its name is never cached.
 After each batch the least recently used blobs are removed until the cache is no larger
 than ``$ARTSTORE_CACHE_SIZE`` (default 10 GiB). A version larger than the cache is
@@ -21,6 +22,7 @@ from pathlib import Path
 import xxhash
 
 from ._backend import Backend
+from ._statcache import default_cache_dir as default_statcache_dir
 from ._format import Entry
 from .errors import CorruptDataError, InvalidInputError, ObjectNotFoundError
 
@@ -43,11 +45,8 @@ def parse_size(text: str) -> int:
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("ARTSTORE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "artstore" / "blobs"
+    """``blobs/`` in artstore's cache directory (the one that holds the stat cache)."""
+    return default_statcache_dir() / "blobs"
 
 
 def default_limit() -> int:
@@ -64,6 +63,11 @@ class BlobCache:
 
     def path(self, digest: str) -> Path:
         return self.root / digest[:2] / digest[2:]
+
+    def evict(self, digest: str) -> None:
+        """Forget a cached blob (one found damaged, say)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(digest))
 
     def get(self, digest: str) -> Path | None:
         """The cached blob, marked as just used; None if it is not cached."""

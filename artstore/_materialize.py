@@ -266,8 +266,7 @@ class Materializer:
         if check and hasher.hexdigest() != entry.digest:
             raise CorruptDataError(
                 f"{what} for {entry.path!r} does not match its digest (found "
-                f"{hasher.hexdigest()}); nothing was written. The damaged blob is moved to "
-                "the store's corrupt/ directory; put the original file again to repair it",
+                f"{hasher.hexdigest()}); that file was not written",
                 str(src),
             )
 
@@ -311,8 +310,14 @@ def remove_extra(root: Path, keep: set[str]) -> list[str]:
     return removed
 
 
-def verify_dir(root: Path, entries: list[Entry]) -> list[tuple[str, str]]:
-    """Compare ``root`` with ``entries``; return (path, problem) for each difference."""
+def verify_dir(root: Path, entries: Iterable[Entry],
+               chosen: Callable[[str], bool] | None = None) -> list[tuple[str, str]]:
+    """Compare ``root`` with ``entries``; return (path, problem) for each difference.
+
+    With ``chosen``, only entries and files whose path it accepts are compared.
+    """
+    if chosen is not None:
+        entries = [e for e in entries if chosen(e.path)]
     problems: list[tuple[str, str]] = []
     if not root.is_dir():
         return [(str(root), "directory does not exist")]
@@ -330,6 +335,6 @@ def verify_dir(root: Path, entries: list[Entry]) -> list[tuple[str, str]]:
         elif hash_file(full) != entry.digest:
             problems.append((entry.path, "content differs"))
     for path in list_files(root):
-        if path not in known:
+        if path not in known and (chosen is None or chosen(path)):
             problems.append((path, "not in the version"))
     return sorted(problems)

@@ -220,13 +220,21 @@ def copy_blobs(src: Store, dst: Store, digests: dict[str, int],
         return temp
 
     temps: list[tuple[TempFile, str]] = []
-    try:
-        with ThreadPoolExecutor(COPIES) as pool:
-            futures = {d: pool.submit(send, d) for d in missing}
-            for digest, future in futures.items():
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(COPIES) as pool:
+        futures = {d: pool.submit(send, d) for d in missing}
+        # Every copy is collected, even after one failed, so none leaves a temp file.
+        for digest, future in futures.items():
+            try:
                 temp = future.result()
-                if temp is not None:
-                    temps.append((temp, blob_key(digest)))
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                failure = failure or exc
+                continue
+            if temp is not None:
+                temps.append((temp, blob_key(digest)))
+    try:
+        if failure is not None:
+            raise failure
         # The same order as an ingest: every byte durable, then the names.
         dst.backend.sync()
         dst.backend.publish_many(temps)

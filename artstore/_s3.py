@@ -16,27 +16,32 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import obstore
+import obstore.exceptions
 from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import S3Store
 
 from ._backend import CHUNK, Backend, TempFile, URLPath
 from ._lock import HOST_ID, WARN_AFTER, LockTimeout, _alive, _start_time
-from .errors import InvalidInputError
+from .errors import InvalidInputError, StorageError
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,12 @@ def _aws_profile() -> dict[str, str]:
     return found
 
 
+#: Variables that name a source of credentials other than keys.
+_OTHER_CREDENTIALS = ("ARTSTORE_S3_INSTANCE_ROLE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                      "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                      "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_SKIP_SIGNATURE")
+
+
 def store_config() -> tuple[dict[str, str], bool]:
     """obstore settings for the endpoint, region and credentials, and whether HTTP is allowed."""
     profile = _aws_profile()
@@ -85,8 +96,61 @@ def store_config() -> tuple[dict[str, str], bool]:
     if "region" not in config and os.environ.get("AWS_DEFAULT_REGION"):
         config["region"] = os.environ["AWS_DEFAULT_REGION"]
     config.setdefault("region", "us-east-1")
+    if "access_key_id" not in config and not any(os.environ.get(v) for v in _OTHER_CREDENTIALS):
+        # Without this check the client would go looking for an instance role on the
+        # cloud's metadata address, which off a cloud machine only hangs, then fails.
+        raise InvalidInputError(
+            "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a "
+            "profile in ~/.aws/credentials (AWS_PROFILE picks one); on a cloud machine with "
+            "an instance role, set ARTSTORE_S3_INSTANCE_ROLE=1"
+        )
     endpoint = config.get("endpoint", "")
     return config, endpoint.startswith("http://")
+
+
+_HINTS = {
+    "NoSuchBucket": "create the bucket, or correct the bucket name in the store URL",
+    "InvalidAccessKeyId": "check AWS_ACCESS_KEY_ID (or the profile's aws_access_key_id)",
+    "SignatureDoesNotMatch": "check AWS_SECRET_ACCESS_KEY (or the profile's secret)",
+    "AccessDenied": "check that these credentials may read and write the bucket",
+}
+
+
+def explain(exc: BaseException, location: str) -> str:
+    """One line saying what object storage answered (its messages run to many lines)."""
+    text = str(exc)
+    if "error sending request" in text or "Connection refused" in text or "dns error" in text:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", "the S3 endpoint")
+        return (f"cannot reach {endpoint} for {location}: the connection failed; check "
+                "AWS_ENDPOINT_URL and that the server is up")
+    code = re.search(r"<Code>([^<]+)</Code>", text)
+    message = re.search(r"<Message>([^<]+)</Message>", text)
+    status = re.search(r"status code: (\d{3}[^:<]*)", text)
+    if code or status:
+        said = " ".join(p for p in (status and status.group(1).strip(),
+                                    code and code.group(1)) if p)
+        line = f"{location}: the server answered {said}"
+        if message:
+            line += f" ({message.group(1).rstrip('.')})"
+        hint = _HINTS.get(code.group(1)) if code else None
+        return f"{line}; {hint}" if hint else line
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"{location}: {first}"
+
+
+def _translated(fn: Callable[..., T]) -> Callable[..., T]:
+    """Raise object storage failures (other than "not found") as StorageError."""
+
+    @functools.wraps(fn)
+    def call(self: "S3Backend", *args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(self, *args, **kwargs)
+        except obstore.exceptions.NotFoundError as exc:
+            raise FileNotFoundError(str(exc).splitlines()[0]) from exc
+        except obstore.exceptions.BaseError as exc:
+            raise StorageError(explain(exc, self.location)) from exc
+
+    return call
 
 
 def _is_precondition_failure(exc: Exception) -> bool:
@@ -122,15 +186,34 @@ class S3Backend(Backend):
             retry_config={"max_retries": int(retries), "retry_timeout": timedelta(seconds=120)},
         )
 
+    def prepare_create(self, shared: bool) -> None:
+        if shared:
+            raise InvalidInputError(
+                f"--shared is for stores on a filesystem (it sets Unix group permissions); "
+                f"who may use {self.location} is up to the bucket's access policy"
+            )
+        others = [n for n in self.list("") if n not in ("tmp", "locks", "artstore.json")]
+        if others:
+            raise InvalidInputError(
+                f"cannot create a store at {self.location}: the prefix holds other objects "
+                f"({', '.join(sorted(others)[:3])}) and is not an artstore store; choose an "
+                "empty or new prefix"
+            )
+
     # -- the interface -----------------------------------------------------------------
 
+    @_translated
     def read(self, key: str) -> bytes:
         return bytes(obstore.get(self._store, key).bytes())
 
     def read_chunks(self, key: str) -> Iterator[bytes]:
-        for chunk in obstore.get(self._store, key).stream(min_chunk_size=CHUNK):
-            yield bytes(chunk)
+        try:
+            for chunk in obstore.get(self._store, key).stream(min_chunk_size=CHUNK):
+                yield bytes(chunk)
+        except obstore.exceptions.BaseError as exc:
+            raise StorageError(explain(exc, self.location)) from exc
 
+    @_translated
     def head(self, key: str) -> dict[str, Any] | None:
         try:
             return dict(obstore.head(self._store, key))
@@ -153,6 +236,7 @@ class S3Backend(Backend):
     def create(self, key: str, data: bytes) -> bool:
         return self.create_tagged(key, data) is not None
 
+    @_translated
     def create_tagged(self, key: str, data: bytes) -> str | None:
         """Create ``key`` if absent; return its new entity tag, or None if it existed."""
         try:
@@ -169,6 +253,7 @@ class S3Backend(Backend):
             return None
         return str(result["e_tag"])
 
+    @_translated
     def replace_if(self, key: str, data: bytes, e_tag: str) -> str | None:
         """Overwrite ``key`` only if its entity tag is still ``e_tag``; return the new one."""
         try:
@@ -179,15 +264,18 @@ class S3Backend(Backend):
             raise
         return str(result["e_tag"])
 
+    @_translated
     def publish(self, key: str, data: bytes, readonly: bool = True) -> None:
         obstore.put(self._store, key, data)
 
+    @_translated
     def list(self, prefix: str) -> list[str]:
         listing = obstore.list_with_delimiter(self._store, prefix.rstrip("/") or None)
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in listing["common_prefixes"]]
         names += [o["path"].rsplit("/", 1)[-1] for o in listing["objects"]]
         return names
 
+    @_translated
     def blob_sizes(self) -> dict[str, int]:
         """Every blob's digest and size, by listing (a thousand per request)."""
         sizes = {}
@@ -198,6 +286,7 @@ class S3Backend(Backend):
                     sizes[parts[1] + parts[2]] = int(meta["size"])
         return sizes
 
+    @_translated
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             obstore.delete(self._store, key)
@@ -217,6 +306,7 @@ class S3Backend(Backend):
     def sync(self) -> None:
         """Nothing to do: an object exists only once its PUT has returned."""
 
+    @_translated
     def publish_temp(self, temp: TempFile, key: str) -> bool:
         if isinstance(temp, _MemoryTemp):
             obstore.put(self._store, key, temp.data)
@@ -233,6 +323,7 @@ class S3Backend(Backend):
             for done in [pool.submit(self.publish_temp, t, k) for t, k in items]:
                 done.result()
 
+    @_translated
     def upload_file(self, key: str, chunks: Iterable[bytes]) -> str:
         """Upload ``chunks`` as ``key``; return the MD5 hex digest of what was sent."""
         md5 = hashlib.md5(usedforsecurity=False)
@@ -254,6 +345,7 @@ class S3Backend(Backend):
         # does not delete blobs (see gc), so a reused blob needs no refresh.
         return True
 
+    @_translated
     def rename(self, key: str, new_key: str) -> None:
         obstore.copy(self._store, key, new_key)
         obstore.delete(self._store, key)

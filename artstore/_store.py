@@ -124,7 +124,8 @@ def store_location(where: str | os.PathLike[str]) -> Path | URLPath:
     """A store's location: a filesystem path, or an ``s3://bucket/prefix`` URL."""
     text = os.fspath(where)
     if is_url(text):
-        return URLPath(text.rstrip("/"))
+        scheme, rest = text.split("://", 1)
+        return URLPath(f"{scheme}://{rest.rstrip('/')}")
     return Path(text).expanduser()
 
 

@@ -246,6 +246,16 @@ def put(opts: Options, path: str, name: str | None, type_: str, aliases: tuple[s
     emit(opts, {**_describe(art), "new_version": created}, art.qualified_name)
 
 
+def _store_or_remote(opts: Options, remote: str | None) -> Store:
+    """The store named by --store (or the default), or its remote named ``remote``."""
+    store = opts.open_store()
+    if remote is None:
+        return store
+    from ._remote import pick_remote
+
+    return pick_remote(store, remote)[1]
+
+
 class Size(click.ParamType):
     """A size in bytes: a number, or one with K, M, G or T (powers of 1024)."""
 
@@ -276,11 +286,7 @@ class Size(click.ParamType):
 def get(opts: Options, spec: str, root: str | None, mode: str, path_prefix: str | None,
         include: tuple[str, ...], remote: str | None, cache_size: int | None) -> None:
     """Download a version (default: latest) into a directory."""
-    store = opts.open_store()
-    if remote is not None:
-        from ._remote import pick_remote
-
-        _name, store = pick_remote(store, remote)
+    store = _store_or_remote(opts, remote)
     if cache_size is not None:
         store.cache.limit = cache_size
     art = store.artifact(spec)
@@ -441,12 +447,16 @@ def show(opts: Options, spec: str) -> None:
 @cli.command()
 @click.argument("spec", metavar="NAME[:VERSION]")
 @click.argument("root", type=click.Path())
+@click.option("--include", "include", multiple=True, metavar="GLOB",
+              help="Only paths matching GLOB (repeatable), as after 'get --include'.")
+@click.option("--remote", help="Read the version from this remote, not the local store.")
 @common
-def verify(opts: Options, spec: str, root: str) -> None:
+def verify(opts: Options, spec: str, root: str, include: tuple[str, ...],
+           remote: str | None) -> None:
     """Check that ROOT holds exactly the version's files, byte for byte."""
-    art = opts.open_store().artifact(spec)
+    art = _store_or_remote(opts, remote).artifact(spec)
     try:
-        art.verify(root)
+        art.verify(root, include=include or None)
     except VerificationError as exc:
         diffs = [{"path": p, "problem": why} for p, why in exc.differences]
         emit(opts, {"ok": False, "version": art.qualified_name, "differences": diffs},
@@ -768,9 +778,9 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         if type(exc).__module__.startswith("obstore"):
-            # The object storage client's messages run to many lines; the first says it.
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            click.echo(f"artstore: error: object storage: {first}", err=True)
+            from ._s3 import explain
+
+            click.echo(f"artstore: error: {explain(exc, 'object storage')}", err=True)
             return 1
         click.echo(f"artstore: internal error: {type(exc).__name__}: {exc} "
                    "(rerun with --debug for a traceback)", err=True)

@@ -20,6 +20,7 @@ the builtins keeps working::
     ├── ArtifactStateError
     ├── VerificationError (ValueError)
     ├── StoreFullError (OSError)
+    ├── StorageError (OSError)
     └── LockTimeoutError (TimeoutError)
 """
 
@@ -112,3 +113,7 @@ class LockTimeoutError(ArtstoreError, TimeoutError):
 
 class StoreFullError(ArtstoreError, OSError):
     """The filesystem holding the store ran out of space or quota."""
+
+
+class StorageError(ArtstoreError, OSError):
+    """Object storage refused or failed a request (unreachable, denied, no such bucket)."""

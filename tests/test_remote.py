@@ -158,13 +158,19 @@ def test_partial_download_fetches_only_the_matching_blobs(cli, tmp_path: Path, s
     files = {f"shard{i}/part-{j}.bin": os.urandom(300_000) for i in range(3) for j in range(4)}
     src = write_tree(tmp_path / "src", files)
     ok(cli("put", src, "-n", "big", "--store", s3_url))
-    cache = Path(os.environ["ARTSTORE_CACHE_DIR"])
+    cache = Path(os.environ["ARTSTORE_CACHE_DIR"]) / "blobs"
     ok(cli("remote", "add", "origin", s3_url))
     out = tmp_path / "out"
     ok(cli("get", "big", "--remote", "origin", "--include", "shard1/*", "--root", out))
     assert read_tree(out) == {k: v for k, v in files.items() if k.startswith("shard1/")}
     cached = {p.parent.name + p.name for p in cache.glob("*/*")}
     assert cached == {h(v) for k, v in files.items() if k.startswith("shard1/")}
+    assert "ok:" in ok(cli("verify", "big", out, "--remote", "origin", "--include", "shard1/*"))
+    (out / "shard1" / "part-0.bin").write_bytes(b"changed")
+    rc, stdout, _err = cli("verify", "big", out, "--remote", "origin", "--include", "shard1/*")
+    assert rc == 1 and stdout.strip() == "shard1/part-0.bin: size 7, expected 300000"
+    rc, stdout, _err = cli("verify", "big", out, "--remote", "origin")
+    assert rc == 1 and "shard0/part-0.bin: missing" in stdout
 
 
 def test_download_larger_than_the_cache_keeps_the_cache_bounded(
@@ -176,7 +182,7 @@ def test_download_larger_than_the_cache_keeps_the_cache_bounded(
     out = tmp_path / "out"
     ok(cli("get", "big", "--store", s3_url, "--root", out, "--cache-size", "1M"))
     assert read_tree(out) == files
-    cache = Path(os.environ["ARTSTORE_CACHE_DIR"])
+    cache = Path(os.environ["ARTSTORE_CACHE_DIR"]) / "blobs"
     total = sum(p.stat().st_size for p in cache.glob("*/*"))
     assert 0 < total <= 1024 * 1024
 
@@ -190,7 +196,7 @@ def test_damaged_remote_blob_is_refused_on_download(cli, tmp_path: Path, s3_url:
     rc, _out, err = cli("get", "x", "--store", s3_url, "--root", tmp_path / "out")
     assert rc == 1
     assert "hash to" in one_error_line(err)
-    cache = Path(os.environ["ARTSTORE_CACHE_DIR"])
+    cache = Path(os.environ["ARTSTORE_CACHE_DIR"]) / "blobs"
     assert list(cache.glob("*/*")) == []  # nothing damaged was cached
 
 
@@ -232,7 +238,7 @@ def test_work_offline_then_push_fails_cleanly_without_the_network(cli, tmp_path:
                           text=True, timeout=300)
     assert proc.returncode == 1
     line = one_error_line(proc.stderr)
-    assert line.startswith("artstore: error: object storage:")
+    assert line.startswith("artstore: error: cannot reach http://127.0.0.1:9 for s3://bucket/offline")
     assert Store(os.environ["ARTSTORE_DIR"]).artifact("a").version == "v0"
 
 
@@ -251,3 +257,46 @@ def test_push_of_many_blobs_sends_only_the_missing_ones(cli, tmp_path: Path, s3_
     out = tmp_path / "out"
     ok(cli("get", "many", "--store", s3_url, "--root", out))
     assert read_tree(out) == {k: v.encode() for k, v in files.items()}
+
+
+def test_object_storage_errors_are_one_line_with_the_fix(cli, tmp_path: Path, s3_url: str,
+                                                         monkeypatch) -> None:
+    bucketless = "s3://no-such-bucket/x"
+    f = tmp_path / "a.txt"
+    f.write_text("a")
+    rc, _out, err = cli("put", f, "-n", "a", "--store", bucketless)
+    assert rc == 1 and "NoSuchBucket" in one_error_line(err) and "create the bucket" in err
+    rc, _out, err = cli("init", "--shared", s3_url)
+    assert rc == 1 and "--shared is for stores on a filesystem" in one_error_line(err)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    rc, _out, err = cli("ls", "--store", s3_url)
+    assert rc == 1 and "403" in one_error_line(err) and "AWS_SECRET_ACCESS_KEY" in err
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws files either
+    rc, _out, err = cli("ls", "--store", s3_url)
+    assert rc == 1 and "no S3 credentials" in one_error_line(err)
+    rc, _out, err = cli("ls", "--store", "s3://")
+    assert rc == 1 and "no bucket" in one_error_line(err)
+
+
+def test_cached_blob_damaged_through_a_hard_link_is_fetched_again(cli, tmp_path: Path,
+                                                                  s3_url: str) -> None:
+    f = tmp_path / "src" / "w.bin"
+    f.parent.mkdir()
+    f.write_bytes(os.urandom(100_000))
+    ok(cli("put", f.parent, "-n", "w", "--store", s3_url))
+    first = tmp_path / "first"
+    ok(cli("get", "w", "--store", s3_url, "--root", first, "--mode", "hardlink"))
+    linked = first / "w.bin"
+    linked.chmod(0o644)
+    linked.write_bytes(b"edited through the link")  # edits the cached copy too
+    second = tmp_path / "second"
+    ok(cli("get", "w", "--store", s3_url, "--root", second))
+    assert (second / "w.bin").read_bytes() == f.read_bytes()
+    rc, _out, err = cli("get", "w", "--store", s3_url, "--root", tmp_path / "third",
+                        "--mode", "symlink")
+    assert rc == 1 and "symlinks" in one_error_line(err)
+    rc, _out, err = cli("get", "w", "--store", s3_url, "--root", tmp_path / "fourth",
+                        "--include", "nothing/*")
+    assert rc == 1 and "no entry of w:v0 matches 'nothing/*'" in one_error_line(err)

@@ -16,11 +16,11 @@ _VERSION_RE = re.compile(r"v([0-9]+)", re.ASCII)
 _ALLOWED = "letters, digits, '_', '-' and '.'"
 
 
-def check_name(name: object) -> str:
+def check_name(name: object, what: str = "artifact name") -> str:
     """Return ``name`` if it is a valid artifact name, else raise InvalidNameError."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise InvalidNameError(
-            f"invalid artifact name {name!r}: use 1-128 characters of {_ALLOWED}, "
+            f"invalid {what} {name!r}: use 1-128 characters of {_ALLOWED}, "
             "not starting with '.' or '-'"
         )
     return name

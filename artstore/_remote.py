@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import xxhash
@@ -30,8 +30,13 @@ from . import _format as fmt
 from ._backend import TempFile, is_url
 from ._ingest import blob_key
 from ._names import check_name, parse_spec
-from ._store import Store, store_location
-from .errors import ArtifactNotFoundError, CorruptDataError, InvalidInputError
+from ._store import Store
+from .errors import (
+    ArtifactNotFoundError,
+    CorruptDataError,
+    InvalidInputError,
+    VersionNotFoundError,
+)
 
 #: Blobs copied at once.
 COPIES = 8
@@ -64,18 +69,24 @@ def _remote_key(name: str) -> str:
 
 def add_remote(store: Store, name: str, url: str) -> str:
     """Remember ``url`` as remote ``name`` of ``store``; return the location stored."""
-    check_name(name)
+    check_name(name, "remote name")
     if store.backend.exists(_remote_key(name)):
         raise InvalidInputError(
             f"remote {name!r} already exists ({remote_url(store, name)}); remove it first "
             f"with 'artstore remote rm {name}'"
         )
     where = url if is_url(url) else os.path.abspath(os.path.expanduser(url))
-    if str(store_location(where)) == str(store.path):
-        raise InvalidInputError(f"remote {name!r} would be this store itself ({where})")
-    store_location(where)
-    Store(where)  # refuses an unknown scheme now rather than at the first push
+    other = Store(where)  # refuses a malformed URL now rather than at the first push
     store._ensure_created()
+    if not is_url(where) and os.path.realpath(where) == os.path.realpath(store.path):
+        raise InvalidInputError(f"remote {name!r} would be this store itself ({where})")
+    if not is_url(where) and os.path.exists(where) and not other.exists():
+        if not os.path.isdir(where) or os.listdir(where):
+            raise InvalidInputError(
+                f"remote {name!r}: {where} is not an artstore store; give a store's path, "
+                "an empty directory, or one that does not exist yet"
+            )
+        _not_itself(store, other)  # a URL is not contacted: adding works offline
     store.backend.publish(
         _remote_key(name),
         fmt.encode({"kind": "remote", "format": fmt.RECORD_FORMAT, "name": name, "url": where}),
@@ -84,12 +95,21 @@ def add_remote(store: Store, name: str, url: str) -> str:
     return where
 
 
+def _not_itself(store: Store, other: Store) -> None:
+    """Refuse a remote that is the store itself, under another path or URL."""
+    if other.exists() and store.exists() and other.id == store.id:
+        raise InvalidInputError(
+            f"{other.path} is this store itself (the same store id); a remote must be "
+            "another store"
+        )
+
+
 def remote_url(store: Store, name: str) -> str:
-    check_name(name)
+    check_name(name, "remote name")
     try:
         data = store.backend.read(_remote_key(name))
     except FileNotFoundError:
-        known = remotes(store)
+        known = _remote_names(store)
         raise InvalidInputError(
             f"no remote named {name!r}; "
             + (f"remotes: {', '.join(sorted(known))}" if known else
@@ -98,9 +118,13 @@ def remote_url(store: Store, name: str) -> str:
     return str(fmt.decode(data, "remote", str(store.path / _remote_key(name)))["url"])
 
 
+def _remote_names(store: Store) -> list[str]:
+    return sorted(store.backend.list("remotes"))
+
+
 def remotes(store: Store) -> dict[str, str]:
     """Every remote of ``store``: name -> location."""
-    return {n: remote_url(store, n) for n in sorted(store.backend.list("remotes"))}
+    return {n: remote_url(store, n) for n in _remote_names(store)}
 
 
 def remove_remote(store: Store, name: str) -> None:
@@ -118,7 +142,9 @@ def pick_remote(store: Store, name: str | None) -> tuple[str, Store]:
                 else f"{len(known)} remotes ({', '.join(known)}): choose one with --remote"
             )
         name = next(iter(known))
-    return name, Store(remote_url(store, name))
+    other = Store(remote_url(store, name))
+    _not_itself(store, other)
+    return name, other
 
 
 # -- the version map ---------------------------------------------------------------------
@@ -128,26 +154,47 @@ def _map_key(other: Store, name: str) -> str:
     return f"remote-map/{other.id}/{name}"
 
 
+@dataclass
+class VersionMap:
+    """What one store knows of its exchanges with another, for one artifact name.
+
+    ``pairs`` maps a local version number to the other store's. ``pushed`` and
+    ``pulled`` hold the aliases as they were set by the last push (alias -> the other
+    store's number) and pull (alias -> the local number): an alias is carried over
+    again only if it moved since, so one moved on the other side is not moved back.
+    """
+
+    pairs: dict[int, int] = field(default_factory=dict)
+    pushed: dict[str, int] = field(default_factory=dict)
+    pulled: dict[str, int] = field(default_factory=dict)
+
+
 def version_map(local: Store, other: Store, name: str) -> dict[int, int]:
     """Local version number -> the other store's, for versions pushed or pulled."""
+    return _read_map(local, other, name).pairs
+
+
+def _read_map(local: Store, other: Store, name: str) -> VersionMap:
     try:
         data = local.backend.read(_map_key(other, name))
     except FileNotFoundError:
-        return {}
+        return VersionMap()
     record = fmt.decode(data, "remote-map", str(local.path / _map_key(other, name)))
-    return {int(a): int(b) for a, b in record["pairs"]}
+    return VersionMap(
+        {int(a): int(b) for a, b in record["pairs"]},
+        {str(k): int(v) for k, v in record.get("pushed", {}).items()},
+        {str(k): int(v) for k, v in record.get("pulled", {}).items()},
+    )
 
 
-def _record(local: Store, other: Store, name: str, pairs: dict[int, int]) -> None:
-    key = _map_key(other, name)
-    with local.backend.lock(f"remote-map/{other.id}/{name}", timeout=600):
-        current = version_map(local, other, name)
-        current.update(pairs)
-        local.backend.publish(key, fmt.encode({
-            "kind": "remote-map", "format": fmt.RECORD_FORMAT, "store": other.id,
-            "location": str(other.path), "name": name,
-            "pairs": sorted([a, b] for a, b in current.items()),
-        }), readonly=False)
+def _write_map(local: Store, other: Store, name: str, vmap: VersionMap) -> None:
+    local.backend.publish(_map_key(other, name), fmt.encode({
+        "kind": "remote-map", "format": fmt.RECORD_FORMAT, "store": other.id,
+        "location": str(other.path), "name": name,
+        "pairs": sorted([a, b] for a, b in vmap.pairs.items()),
+        "pushed": dict(sorted(vmap.pushed.items())),
+        "pulled": dict(sorted(vmap.pulled.items())),
+    }), readonly=False)
 
 
 # -- moving bytes ------------------------------------------------------------------------
@@ -247,27 +294,53 @@ def copy_blobs(src: Store, dst: Store, digests: dict[str, int],
 
 def transfer(src: Store, dst: Store, name: str, index: int, known: dict[int, int],
              progress: Progress | None = None) -> Moved:
-    """Make version ``index`` of ``name`` in ``src`` a version of ``name`` in ``dst``."""
+    """Make version ``index`` of ``name`` in ``src`` a version of ``name`` in ``dst``.
+
+    ``known`` maps versions of ``src`` already transferred to their numbers in ``dst``;
+    one of those is not sent again, even if it was deleted there since.
+    """
+    if index in known:
+        return Moved(name, index, known[index], False, 0, 0)
     refs = src.read_refs(name)
     if refs is None or index >= len(refs.versions) or refs.versions[index] is None:
         raise ArtifactNotFoundError(f"{name}:v{index} is not in {src.path}")
     commit = src.read_commit(refs.versions[index][0])
     manifest = src.read_manifest(commit["manifest"])
-    there = dst.read_refs(name)
-    if index in known and there is not None:
-        j = known[index]
-        if j < len(there.versions) and there.versions[j] is not None and \
-                dst.read_commit(there.versions[j][0])["manifest"] == commit["manifest"]:
-            return Moved(name, index, j, False, 0, 0)
     sizes = {e.digest: e.size or 0 for e in manifest if e.ref is None}
     blobs, nbytes = copy_blobs(src, dst, sizes, progress)
-    aliases = [a for a in refs.aliases_of(index) if a != "latest"]
     _refs, j, created = dst.commit_version(
-        name, refs.type, list(manifest), aliases=aliases,
+        name, refs.type, list(manifest),
         description=commit.get("description"), metadata=commit.get("metadata"),
         run=commit.get("run"), created=commit.get("created"),
     )
     return Moved(name, index, j, created, blobs, nbytes)
+
+
+def _sync_aliases(src: Store, dst: Store, name: str, pairs: dict[int, int],
+                  last: dict[str, int]) -> dict[str, int]:
+    """Point aliases of ``dst`` where ``src`` has them, unless moved in ``dst`` since.
+
+    ``pairs`` maps ``src`` versions to ``dst`` ones; ``last`` is where the previous sync
+    left each alias in ``dst``. Returns the new ``last``.
+    """
+    src_refs, dst_refs = src.read_refs(name), dst.read_refs(name)
+    if src_refs is None or dst_refs is None:
+        return last
+    synced = dict(last)
+    for alias, i in sorted(src_refs.aliases.items()):
+        j = pairs.get(i)
+        if alias == "latest" or j is None:
+            continue
+        if dst_refs.aliases.get(alias) == j:
+            synced[alias] = j
+        elif last.get(alias) != j:
+            try:
+                dst.add_alias(f"{name}:v{j}", alias)
+            except VersionNotFoundError:
+                continue  # the paired version was deleted there
+            synced[alias] = j
+        # else: set there by the last sync and moved since by someone else; left alone.
+    return synced
 
 
 def _selection(store: Store, specs: list[str]) -> list[tuple[str, list[int]]]:
@@ -291,13 +364,19 @@ def push(local: Store, remote: Store, specs: list[str],
     moved = []
     selection = _selection(local, specs)
     remote._ensure_created()
+    _not_itself(local, remote)
     for name, indices in selection:
-        known = version_map(local, remote, name)
-        for index in indices:
-            result = transfer(local, remote, name, index, known, progress)
-            _record(local, remote, name, {index: result.dest})
-            known[index] = result.dest
-            moved.append(result)
+        # One push of a name from this store at a time: two would send a version twice.
+        with local.backend.lock(f"remote-map/{remote.id}/{name}", timeout=3600):
+            vmap = _read_map(local, remote, name)
+            for index in indices:
+                result = transfer(local, remote, name, index, vmap.pairs, progress)
+                if result.created or index not in vmap.pairs:
+                    vmap.pairs[index] = result.dest
+                    _write_map(local, remote, name, vmap)
+                moved.append(result)
+            vmap.pushed = _sync_aliases(local, remote, name, vmap.pairs, vmap.pushed)
+            _write_map(local, remote, name, vmap)
     return moved
 
 
@@ -305,14 +384,22 @@ def pull(local: Store, remote: Store, specs: list[str],
          progress: Progress | None = None) -> list[Moved]:
     """Fetch versions of ``remote`` (all of them, by default) that ``local`` lacks."""
     moved = []
-    for name, indices in _selection(remote, specs):
-        mine = version_map(local, remote, name) if local.exists() else {}
-        back = {r: l for l, r in mine.items()}
-        for index in indices:
-            result = transfer(remote, local, name, index, back, progress)
-            _record(local, remote, name, {result.dest: index})
-            back[index] = result.dest
-            moved.append(result)
+    selection = _selection(remote, specs)
+    local._ensure_created()
+    _not_itself(local, remote)
+    for name, indices in selection:
+        with local.backend.lock(f"remote-map/{remote.id}/{name}", timeout=3600):
+            vmap = _read_map(local, remote, name)
+            back = {r: l for l, r in vmap.pairs.items()}
+            for index in indices:
+                result = transfer(remote, local, name, index, back, progress)
+                if index not in back:
+                    back[index] = result.dest
+                    vmap.pairs[result.dest] = index
+                    _write_map(local, remote, name, vmap)
+                moved.append(result)
+            vmap.pulled = _sync_aliases(remote, local, name, back, vmap.pulled)
+            _write_map(local, remote, name, vmap)
     return moved
 
 

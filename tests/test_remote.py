@@ -300,3 +300,85 @@ def test_cached_blob_damaged_through_a_hard_link_is_fetched_again(cli, tmp_path:
     rc, _out, err = cli("get", "w", "--store", s3_url, "--root", tmp_path / "fourth",
                         "--include", "nothing/*")
     assert rc == 1 and "no entry of w:v0 matches 'nothing/*'" in one_error_line(err)
+
+
+def test_versions_deleted_on_the_other_side_stay_deleted(cli, tmp_path: Path, remote_url: str) -> None:
+    for text in ("one", "two"):
+        f = tmp_path / f"{text}.txt"
+        f.write_text(text)
+        ok(cli("put", f, "-n", "r"))
+    ok(cli("remote", "add", "o", remote_url))
+    ok(cli("push"))
+    ok(cli("rm", "r:v0", "--store", remote_url))
+    rows = json.loads(ok(cli("push", "--json")))
+    assert [r["new"] for r in rows] == [False, False]
+    remote = Store(remote_url)
+    assert [v.version for v in remote.versions("r")] == ["v1"]
+    assert remote.artifact("r").files()[0].digest == h(b"two")
+    # And a pulled version deleted here is not pulled again.
+    other = tmp_path / "other"
+    env = {**os.environ, "ARTSTORE_DIR": str(other)}
+    ok(run_cli_process("remote", "add", "o", remote_url, env=env))
+    ok(run_cli_process("pull", env=env))
+    ok(run_cli_process("rm", "r:v0", "--delete-aliases", env=env))
+    ok(run_cli_process("pull", env=env))
+    assert Store(other).versions("r") == []  # nothing came back
+
+
+def test_aliases_moved_here_are_pushed_and_moves_there_are_kept(cli, tmp_path: Path,
+                                                              remote_url: str) -> None:
+    for i in range(3):
+        f = tmp_path / f"{i}.txt"
+        f.write_text(f"content {i}")
+        ok(cli("put", f, "-n", "m"))
+    ok(cli("remote", "add", "o", remote_url))
+    ok(cli("alias", "m:v0", "prod"))
+    ok(cli("push"))
+    remote = Store(remote_url)
+    assert remote.artifact("m:prod").version == "v0"
+    ok(cli("alias", "m:v1", "prod"))  # moved here after the push
+    ok(cli("push"))
+    assert remote.artifact("m:prod").version == "v1"
+    ok(cli("alias", "m:v2", "prod", "--store", remote_url))  # a teammate moves it there
+    ok(cli("push"))
+    assert remote.artifact("m:prod").version == "v2"  # not moved back
+
+
+#: argv: READY GO.  Pushes everything of the default store.
+SAME_STORE_PUSHER = r"""
+import os, sys, time
+from artstore.cli import main
+ready, go = sys.argv[1:3]
+open(ready, "x").close()
+while not os.path.exists(go):
+    time.sleep(0.001)
+sys.exit(main(["push", "--json"]))
+"""
+
+
+def test_concurrent_pushes_of_one_store_send_each_version_once(cli, tmp_path: Path,
+                                                               s3_url: str) -> None:
+    from test_concurrency import run_together
+
+    for i in range(6):
+        f = tmp_path / f"v{i}.txt"
+        f.write_text(f"version {i}")
+        ok(cli("put", f, "-n", "m"))
+    ok(cli("remote", "add", "o", s3_url))
+    results = run_together([[] for _ in range(4)], tmp_path / "barrier", tmp_path,
+                           script=SAME_STORE_PUSHER)
+    assert all(rc == 0 for rc, _o, _e in results), [e for _r, _o, e in results]
+    remote = Store(s3_url)
+    assert [v.files()[0].digest for v in remote.versions("m")] == [
+        h(f"version {i}".encode()) for i in range(6)]
+
+
+def test_a_store_cannot_be_its_own_remote(cli, tmp_path: Path) -> None:
+    f = tmp_path / "a.txt"
+    f.write_text("a")
+    ok(cli("put", f, "-n", "a"))
+    os.symlink(os.environ["ARTSTORE_DIR"], tmp_path / "link")
+    rc, _out, err = cli("remote", "add", "me", tmp_path / "link")
+    assert rc == 1 and "this store itself" in one_error_line(err)
+    rc, _out, err = cli("remote", "add", "bad name", tmp_path / "x")
+    assert rc == 2 and "invalid remote name" in one_error_line(err)

@@ -39,6 +39,7 @@ from .errors import (
     InvalidInputError,
     InvalidNameError,
     NotFoundError,
+    ObjectNotFoundError,
     VerificationError,
 )
 
@@ -509,7 +510,9 @@ class Artifact:
             for entry in batch:
                 try:
                     writer.write(entry)
-                except CorruptDataError as exc:
+                except (CorruptDataError, ObjectNotFoundError) as exc:
+                    if isinstance(exc, ObjectNotFoundError) and (local or entry.ref is not None):
+                        raise
                     if entry.ref is None and local:
                         self._store.quarantine(entry.digest)
                         raise CorruptDataError(
@@ -520,7 +523,7 @@ class Artifact:
                     if entry.ref is not None:
                         raise
                     # A cached copy damaged since it was fetched (through a hard link,
-                    # say): fetch it again, once.
+                    # say), or trimmed by another download meanwhile: fetch it again, once.
                     self._store.cache.evict(entry.digest)
                     next(iter(self._store.blob_batches([entry])))
                     writer.write(entry)

@@ -15,16 +15,20 @@ import contextlib
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import xxhash
 
-from ._backend import Backend
-from ._statcache import default_cache_dir as default_statcache_dir
+from ._backend import HOST, Backend
 from ._format import Entry
+from ._lock import _alive
+from ._statcache import default_cache_dir as default_statcache_dir
 from .errors import CorruptDataError, InvalidInputError, ObjectNotFoundError
+
+#: This host in names of files: no dots, so that names split on them.
+HOST_TAG = HOST.replace(".", "_")
 
 #: Blobs fetched at once.
 FETCHES = 8
@@ -54,6 +58,13 @@ def default_limit() -> int:
     return parse_size(env) if env else DEFAULT_LIMIT
 
 
+def _dead_here(name: str) -> bool:
+    """Whether ``HOST.PID...`` names a process of this host that is not running."""
+    host, _, rest = name.partition(".")
+    pid = rest.split(".", 1)[0]
+    return host == HOST_TAG and pid.isdigit() and not _alive(int(pid), None)
+
+
 class BlobCache:
     """Blobs named by digest under ``root``, at most ``limit`` bytes after each trim."""
 
@@ -79,14 +90,19 @@ class BlobCache:
         return path
 
     def fetch(self, backend: Backend, key: str, digest: str,
-              progress: Callable[[int, int], None] | None = None) -> Path:
-        """Return the cached blob ``digest``, downloading it from ``key`` if needed."""
+              progress: Callable[[int, int], None] | None = None,
+              on_damaged: Callable[[str], None] | None = None) -> Path:
+        """Return the cached blob ``digest``, downloading it from ``key`` if needed.
+
+        ``on_damaged`` is called with the digest of a blob whose bytes in the store do not
+        match its name (the store moves it aside), before the error is raised.
+        """
         cached = self.get(digest)
         if cached is not None:
             return cached
         dest = self.path(digest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        temp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.part"
+        temp = dest.parent / f".{dest.name}.{HOST_TAG}.{os.getpid()}.{secrets.token_hex(4)}.part"
         hasher = xxhash.xxh3_128()
         try:
             with open(temp, "xb") as f:
@@ -104,9 +120,12 @@ class BlobCache:
                     ) from None
             if hasher.hexdigest() != digest:
                 where = f"{backend.location}/{key}"
+                if on_damaged is not None:
+                    on_damaged(digest)
                 raise CorruptDataError(
                     f"{where}: downloaded bytes hash to {hasher.hexdigest()}, not to the "
-                    "blob's name; the remote copy is damaged (run 'artstore fsck' there)",
+                    "blob's name; the stored copy is damaged and was moved to corrupt/ there. "
+                    "Put or push the original file again to repair it",
                     where,
                 )
             os.chmod(temp, 0o444)
@@ -117,7 +136,8 @@ class BlobCache:
         return dest
 
     def batches(self, backend: Backend, entries: Sequence[Entry], key: Callable[[str], str],
-                progress: Callable[[int, int], None] | None = None) -> Iterator[list[Entry]]:
+                progress: Callable[[int, int], None] | None = None,
+                on_damaged: Callable[[str], None] | None = None) -> Iterator[list[Entry]]:
         """Yield ``entries`` in batches whose blobs are in the cache while the batch is used.
 
         Each batch's missing blobs are fetched in parallel; a batch holds at most
@@ -126,27 +146,57 @@ class BlobCache:
         """
         batch: list[Entry] = []
         wanted: dict[str, int] = {}
+        total = 0
         for entry in entries:
             if entry.ref is not None or entry.digest in wanted:
                 batch.append(entry)
                 continue
             size = entry.size or 0
-            if batch and sum(wanted.values()) + size > self.limit:
-                yield from self._fetched(backend, batch, wanted, key, progress)
-                batch, wanted = [], {}
+            if batch and total + size > self.limit:
+                yield from self._fetched(backend, batch, wanted, key, progress, on_damaged)
+                batch, wanted, total = [], {}, 0
             batch.append(entry)
             wanted[entry.digest] = size
+            total += size
         if batch:
-            yield from self._fetched(backend, batch, wanted, key, progress)
+            yield from self._fetched(backend, batch, wanted, key, progress, on_damaged)
 
     def _fetched(self, backend: Backend, batch: list[Entry], wanted: dict[str, int],
                  key: Callable[[str], str],
-                 progress: Callable[[int, int], None] | None) -> Iterator[list[Entry]]:
-        with ThreadPoolExecutor(FETCHES) as pool:
-            for done in [pool.submit(self.fetch, backend, key(d), d, progress) for d in wanted]:
-                done.result()
-        yield batch
+                 progress: Callable[[int, int], None] | None,
+                 on_damaged: Callable[[str], None] | None) -> Iterator[list[Entry]]:
+        # Other processes' trims leave this batch alone while it is in use.
+        pin = self._pin(wanted)
+        try:
+            with ThreadPoolExecutor(FETCHES) as pool:
+                for done in [pool.submit(self.fetch, backend, key(d), d, progress, on_damaged)
+                             for d in wanted]:
+                    done.result()
+            yield batch
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pin)
         self.trim()
+
+    def _pin(self, digests: Iterable[str]) -> Path:
+        pins = self.root / ".pins"
+        pins.mkdir(parents=True, exist_ok=True)
+        pin = pins / f"{HOST_TAG}.{os.getpid()}.{secrets.token_hex(4)}"
+        pin.write_text("\n".join(digests))
+        return pin
+
+    def _pinned(self) -> set[str]:
+        """Digests in use by live downloads of this host; pins of dead ones are removed."""
+        pinned: set[str] = set()
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.root / ".pins"):
+                if _dead_here(entry.name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    pinned.update(Path(entry.path).read_text().split())
+        return pinned
 
     def trim(self) -> None:
         """Remove least recently used blobs until the cache fits its limit."""
@@ -154,11 +204,18 @@ class BlobCache:
         total = 0
         if not self.root.is_dir():
             return
+        pinned = self._pinned()
         for sub in os.scandir(self.root):
-            if not sub.is_dir(follow_symlinks=False):
+            if not sub.is_dir(follow_symlinks=False) or sub.name.startswith("."):
                 continue
             for f in os.scandir(sub.path):
                 if f.name.startswith("."):
+                    # A partial download of a process that is gone (killed, say).
+                    if f.name.endswith(".part") and _dead_here(f.name.split(".", 2)[2]):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(f.path)
+                    continue
+                if sub.name + f.name in pinned:
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     st = f.stat(follow_symlinks=False)

@@ -38,6 +38,7 @@ from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import S3Store
 
 from ._backend import CHUNK, Backend, TempFile, URLPath
+from ._cache import HOST_TAG
 from ._lock import HOST_ID, WARN_AFTER, LockTimeout, _alive, _start_time
 from .errors import InvalidInputError, StorageError
 
@@ -66,7 +67,8 @@ def _aws_profile() -> dict[str, str]:
         try:
             parser.read(os.path.expanduser(name))
         except configparser.Error as exc:
-            raise InvalidInputError(f"cannot read AWS settings from {name}: {exc}") from None
+            first = str(exc).strip().splitlines()[0]
+            raise InvalidInputError(f"cannot read AWS settings from {name}: {first}") from None
         if parser.has_section(section):
             found.update(parser.items(section))
     return found
@@ -153,6 +155,36 @@ def _translated(fn: Callable[..., T]) -> Callable[..., T]:
     return call
 
 
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def check_url(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of ``s3://BUCKET/PREFIX``; refuses anything else with the fix."""
+    rest = url.split("://", 1)[1]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise InvalidInputError(f"{url}: no bucket; use s3://BUCKET/PREFIX")
+    if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+        raise InvalidInputError(
+            f"{url}: {bucket!r} is not a bucket name (3-63 lowercase letters, digits, '.' "
+            "and '-'); use s3://BUCKET/PREFIX, with the endpoint in AWS_ENDPOINT_URL"
+        )
+    parts = prefix.split("/") if prefix else []
+    bad = [p for p in parts if p in ("", ".", "..") or any(c in p for c in "?#\\\0")]
+    if bad:
+        raise InvalidInputError(
+            f"{url}: the prefix may not have empty, '.' or '..' parts, or '?', '#', "
+            "backslash or NUL; use s3://BUCKET/PREFIX"
+        )
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    if endpoint and not re.match(r"https?://[^/]", endpoint):
+        raise InvalidInputError(
+            f"AWS_ENDPOINT_URL={endpoint!r} is not an http:// or https:// URL; "
+            "for example https://s3.example.com or http://127.0.0.1:9000"
+        )
+    return bucket, prefix
+
+
 def _is_precondition_failure(exc: Exception) -> bool:
     return isinstance(exc, (AlreadyExistsError, PreconditionError)) or "412" in str(exc)
 
@@ -173,18 +205,26 @@ class S3Backend(Backend):
 
     def __init__(self, url: URLPath) -> None:
         self.location = str(url)
-        bucket = url.split("://", 1)[1].split("/", 1)[0]
-        if not bucket:
-            raise InvalidInputError(f"{url}: no bucket; use s3://BUCKET/PREFIX")
+        bucket, prefix = check_url(self.location)
         config, allow_http = store_config()
         retries = os.environ.get("ARTSTORE_S3_RETRIES", "5")
         if not retries.isdigit():
             raise InvalidInputError(f"ARTSTORE_S3_RETRIES={retries!r} is not a whole number")
-        self._store = S3Store.from_url(
-            self.location, config=config,  # type: ignore[arg-type]
-            client_options={"allow_http": allow_http, "timeout": "120s"},
-            retry_config={"max_retries": int(retries), "retry_timeout": timedelta(seconds=120)},
-        )
+        try:
+            self._store = S3Store(
+                bucket, prefix=prefix or None, config=config,  # type: ignore[arg-type]
+                client_options={"allow_http": allow_http, "timeout": "120s"},
+                retry_config={"max_retries": int(retries),
+                              "retry_timeout": timedelta(seconds=120)},
+            )
+        except BaseException as exc:  # noqa: BLE001 - the client panics on some settings
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InvalidInputError(
+                f"cannot open {self.location}: {first}; check the AWS_* settings"
+            ) from None
+        self._spool: Path | None = None
 
     def prepare_create(self, shared: bool) -> None:
         if shared:
@@ -270,10 +310,17 @@ class S3Backend(Backend):
 
     @_translated
     def list(self, prefix: str) -> list[str]:
-        listing = obstore.list_with_delimiter(self._store, prefix.rstrip("/") or None)
-        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in listing["common_prefixes"]]
-        names += [o["path"].rsplit("/", 1)[-1] for o in listing["objects"]]
-        return names
+        prefix = prefix.strip("/")
+        listing = obstore.list_with_delimiter(self._store, prefix or None)
+        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in listing["common_prefixes"]}
+        for o in listing["objects"]:
+            # Some servers list a folder marker (the prefix itself, or "NAME/") as an
+            # object once everything under it is deleted: that is no entry.
+            path = o["path"]
+            if path.endswith("/") or path.strip("/") == prefix:
+                continue
+            names.add(path.rsplit("/", 1)[-1])
+        return sorted(names)
 
     @_translated
     def blob_sizes(self) -> dict[str, int]:
@@ -297,7 +344,10 @@ class S3Backend(Backend):
     def temp(self) -> TempFile:
         # Bytes are spooled to local disk while hashed, then uploaded under their name:
         # what is uploaded is exactly what was hashed, even if the source changes.
-        fd, name = tempfile.mkstemp(prefix="artstore-upload-", suffix=".tmp")
+        if self._spool is None:
+            self._spool = spool_dir()
+        fd, name = tempfile.mkstemp(prefix=f"upload.{HOST_TAG}.{os.getpid()}.", suffix=".tmp",
+                                    dir=self._spool)
         return TempFile(self, Path(name), os.fdopen(fd, "wb"))
 
     def temp_with(self, data: bytes) -> TempFile:
@@ -349,6 +399,22 @@ class S3Backend(Backend):
     def rename(self, key: str, new_key: str) -> None:
         obstore.copy(self._store, key, new_key)
         obstore.delete(self._store, key)
+
+
+def spool_dir() -> Path:
+    """Where uploads are spooled: ``spool/`` of the cache directory, cleared of files left
+    by processes of this host that are no longer running (killed mid-put, say)."""
+    from ._statcache import default_cache_dir
+
+    spool = default_cache_dir() / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    for entry in os.scandir(spool):
+        parts = entry.name.split(".")
+        if len(parts) >= 4 and parts[0] == "upload" and parts[1] == HOST_TAG and parts[2].isdigit():
+            if not _alive(int(parts[2]), None):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+    return spool
 
 
 class ObjectLease:

@@ -7,6 +7,7 @@ per-name lock only keeps concurrent committers from redoing work.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -321,7 +322,7 @@ class Store:
         if self.backend.is_local:
             yield list(entries)
             return
-        yield from self.cache.batches(self.backend, entries, blob_key, progress)
+        yield from self.cache.batches(self.backend, entries, blob_key, progress, self.quarantine)
 
     def ingest(self, progress: Progress | None = None) -> Ingest:
         """Start a batch of blob writes into this store."""
@@ -574,9 +575,16 @@ class Store:
         """
         key = blob_key(digest)
         if self.backend.exists(key):
+            if not self.backend.is_local:
+                from ._materialize import hash_chunks
+
+                # Look again: a writer may have just replaced it with a good copy.
+                with contextlib.suppress(FileNotFoundError):
+                    if hash_chunks(self.backend.read_chunks(key)) == digest:
+                        return
             dest = f"corrupt/{digest}.{int(time.time())}"
             self.backend.rename(key, dest)
-            log.warning("blob %s does not match its digest; moved to %s", digest, dest)
+            log.info("blob %s does not match its digest; moved to %s", digest, dest)
 
     def fsck(self, sample: float = 1.0) -> "FsckReport":
         """Check every record and (a ``sample`` fraction of) the blobs; see :mod:`_maintenance`."""

@@ -382,3 +382,52 @@ def test_a_store_cannot_be_its_own_remote(cli, tmp_path: Path) -> None:
     assert rc == 1 and "this store itself" in one_error_line(err)
     rc, _out, err = cli("remote", "add", "bad name", tmp_path / "x")
     assert rc == 2 and "invalid remote name" in one_error_line(err)
+
+
+def test_damaged_blob_on_object_storage_is_moved_aside_then_repaired(cli, tmp_path: Path,
+                                                                    s3_url: str) -> None:
+    f = tmp_path / "src" / "d.bin"
+    f.parent.mkdir()
+    f.write_bytes(os.urandom(5000))
+    ok(cli("put", f.parent, "-n", "d", "--store", s3_url))
+    remote = Store(s3_url)
+    key = blob_key(h(f.read_bytes()))
+    remote.backend.publish(key, b"\0" * 5000)  # same size, other bytes
+    rc, _out, err = cli("get", "d", "--store", s3_url, "--root", tmp_path / "out")
+    assert rc == 1 and "moved to corrupt/" in one_error_line(err)
+    assert not remote.backend.exists(key)
+    assert remote.backend.list("corrupt")
+    ok(cli("put", f.parent, "-n", "d", "--store", s3_url))  # the same file again repairs it
+    ok(cli("get", "d", "--store", s3_url, "--root", tmp_path / "out2"))
+    assert (tmp_path / "out2" / "d.bin").read_bytes() == f.read_bytes()
+
+
+#: argv: STORE ROOT.  Downloads NAME into ROOT with a small cache, then prints "done".
+GETTER = r"""
+import sys
+import artstore
+store = artstore.Store(sys.argv[1])
+store.cache.limit = 3 * 1024 * 1024
+store.artifact(sys.argv[3]).download(sys.argv[2])
+print("done")
+"""
+
+
+def test_concurrent_downloads_sharing_a_small_cache_both_succeed(cli, tmp_path: Path,
+                                                                s3_url: str) -> None:
+    trees = {}
+    for name in ("a", "b"):
+        files = {f"{name}{i}.bin": os.urandom(512 * 1024) for i in range(16)}
+        trees[name] = files
+        ok(cli("put", write_tree(tmp_path / f"src-{name}", files), "-n", name,
+               "--store", s3_url))
+    procs = [subprocess.Popen([sys.executable, "-c", GETTER, s3_url, str(tmp_path / f"out-{n}"), n],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in ("a", "b") for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0 and out.strip() == "done", err
+    for name, files in trees.items():
+        assert read_tree(tmp_path / f"out-{name}") == files
+    cache = Path(os.environ["ARTSTORE_CACHE_DIR"]) / "blobs"
+    assert sum(p.stat().st_size for p in cache.glob("*/*")) <= 3 * 1024 * 1024

@@ -35,6 +35,8 @@ SMALL = 1024 * 1024
 WORKERS = 4
 #: At most this many files per task given to a worker.
 TASK_FILES = 128
+#: Existence checks in flight at once on object storage.
+REQUESTS = 16
 
 Progress = Callable[[int, int], None]
 
@@ -94,16 +96,32 @@ class Ingest:
         results: list[tuple[Digest, int] | None] = [None] * len(paths)
         misses: list[tuple[int, os.stat_result]] = []
         # Files the stat cache knows cost a stat or two; only the rest go to workers.
+        hits: list[tuple[int, os.stat_result, Digest]] = []
         for i, (path, key) in enumerate(zip(paths, keys)):
             st = _stat_regular(path)
             hit = cached.get(key)
             if hit and hit[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-                digest = Digest(hit[3])
-                if digest in self._known or self._have(digest, st.st_size):
-                    results[i] = (digest, st.st_size)
-                    self._tick(st.st_size)
-                    continue
-            misses.append((i, st))
+                hits.append((i, st, Digest(hit[3])))
+            else:
+                misses.append((i, st))
+        # Whether the store still has each known file's blob: a stat each on a
+        # filesystem, a request each on object storage, where many go at once.
+        def have(item: tuple[int, os.stat_result, Digest]) -> bool:
+            _i, st, digest = item
+            return digest in self._known or self._have(digest, st.st_size)
+
+        if self.backend.is_local or len(hits) < 8:
+            found = [have(item) for item in hits]
+        else:
+            with ThreadPoolExecutor(REQUESTS) as pool:
+                found = list(pool.map(have, hits))
+        for (i, st, digest), there in zip(hits, found):
+            if there:
+                results[i] = (digest, st.st_size)
+                self._tick(st.st_size)
+            else:
+                misses.append((i, st))
+        misses.sort(key=lambda item: item[0])
         links = link or [False] * len(paths)
 
         def work(items: list[tuple[int, os.stat_result]]) -> None:
@@ -115,8 +133,9 @@ class Ingest:
         else:
             # Files go to the workers in runs, not one task each: a task costs more than
             # storing a small file.
-            step = max(1, min(TASK_FILES, len(misses) // (WORKERS * 4)))
-            with ThreadPoolExecutor(WORKERS) as pool:
+            workers = WORKERS if self.backend.is_local else REQUESTS
+            step = max(1, min(TASK_FILES, len(misses) // (workers * 4)))
+            with ThreadPoolExecutor(workers) as pool:
                 for _ in pool.map(work, [misses[k : k + step] for k in range(0, len(misses), step)]):
                     pass
         return results  # type: ignore[return-value]

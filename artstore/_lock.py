@@ -189,7 +189,8 @@ class LeaseLock:
                 os.link(moved, self.path)
         else:
             log.warning("took over lock %s from %s", self.path,
-                        owner if owner is not None else "an unreadable claim")
+                        f"pid {owner.get('pid')} on {owner.get('host')}" if owner is not None
+                        else "an unreadable claim")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(moved)
         return True

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import hashlib
 import itertools
@@ -25,7 +24,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import filelock
 
@@ -253,18 +252,26 @@ def _local_lock_dir() -> Path | None:
 
 
 def _load_syncfs():  # type: ignore[no-untyped-def]
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
+    # The C library is already loaded into the interpreter: look the symbol up there
+    # (ctypes.util.find_library would run ldconfig, tens of milliseconds at start-up).
     try:
-        fn = ctypes.CDLL(name, use_errno=True).syncfs
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_int]
     return fn
 
 
-_syncfs = _load_syncfs()
+_syncfs_fn: Any = False
+
+
+def _syncfs(fd: int) -> int:
+    global _syncfs_fn
+    if _syncfs_fn is False:
+        _syncfs_fn = _load_syncfs()
+    if _syncfs_fn is None:
+        return -1
+    return int(_syncfs_fn(fd))
 
 
 class LocalBackend(Backend):
@@ -464,14 +471,13 @@ class LocalBackend(Backend):
         return True
 
     def sync(self) -> None:
-        if _syncfs is not None:
-            fd = os.open(self.root, os.O_RDONLY)
-            try:
-                if _syncfs(fd) == 0:
-                    return
-                log.debug("syncfs failed (errno %d), falling back to sync", ctypes.get_errno())
-            finally:
-                os.close(fd)
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            if _syncfs(fd) == 0:
+                return
+            log.debug("syncfs failed (errno %d), falling back to sync", ctypes.get_errno())
+        finally:
+            os.close(fd)
         os.sync()
 
     def publish_temp(self, temp: TempFile, key: str) -> bool:

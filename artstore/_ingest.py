@@ -61,6 +61,22 @@ def _stat_regular(path: Path) -> os.stat_result:
     return st
 
 
+def _read_upto(fd: int, size: int) -> bytes:
+    """Up to ``size`` bytes from ``fd``, fewer only at its end."""
+    data = os.read(fd, size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.read(fd, size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
 def _same_file_state(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (b.st_size, b.st_mtime_ns, b.st_ctime_ns)
 
@@ -213,13 +229,20 @@ class Ingest:
         except OSError as exc:
             raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
         try:
+            if st.st_size <= SMALL:
+                try:
+                    # One read of what the stat promised, plus a byte to see growth: a
+                    # buffer of that size, not of SMALL (a large allocation is an
+                    # mmap and munmap per file, expensive with several threads).
+                    data = _read_upto(fd, st.st_size + 1)
+                    after = os.fstat(fd)
+                finally:
+                    os.close(fd)
+                self._check_unchanged(path, st, after, len(data))
+                digest = Digest(xxhash.xxh3_128_hexdigest(data))
+                self._store_small(data, digest)
+                return digest
             with os.fdopen(fd, "rb", buffering=0) as src:
-                if st.st_size <= SMALL:
-                    data = src.read(SMALL + 1)
-                    self._check_unchanged(path, st, os.fstat(src.fileno()), len(data))
-                    digest = Digest(xxhash.xxh3_128_hexdigest(data))
-                    self._store_small(data, digest)
-                    return digest
                 return self._stream(path, src, st)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):

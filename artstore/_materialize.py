@@ -252,7 +252,7 @@ class Materializer:
             raise ObjectNotFoundError(f"{what} for {entry.path!r} is missing", entry.digest) from None
         with s, open(temp, "xb", buffering=0) as d:
             if entry.size is not None and entry.size <= SMALL:
-                data = s.read(SMALL + 1)  # one read; no large buffer for a small file
+                data = s.read(entry.size + 1)  # one read, into a buffer of its size
                 hasher.update(data)
                 d.write(data)
             else:

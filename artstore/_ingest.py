@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 CHUNK = 4 * 1024 * 1024
 #: Files up to this size are read whole, hashed, and written only if the store lacks them.
 SMALL = 1024 * 1024
-#: Worker threads for many files: reads and writes release the GIL, so two cores gain.
-WORKERS = 4
+#: Worker threads for large files: their reads, writes and hashing of big chunks release
+#: the interpreter lock, so two cores gain.
+WORKERS = 2
 #: At most this many files per task given to a worker.
 TASK_FILES = 128
 #: Existence checks in flight at once on object storage.
@@ -144,16 +145,27 @@ class Ingest:
             for i, st in items:
                 results[i] = self._add_one(paths[i], keys[i], st, links[i])
 
-        if len(misses) < 8:
-            work(misses)
+        if self.backend.is_local:
+            # Small files are stored by this thread alone: each costs a handful of short
+            # system calls, and threads taking turns at the interpreter lock around them
+            # cost more than they overlap (measured: 1 thread 1.7 s, 4 threads 2.9 s for
+            # 20,000 files of 4 KiB). Large files, read in big chunks, go to workers.
+            small = [m for m in misses if m[1].st_size <= SMALL]
+            large = [m for m in misses if m[1].st_size > SMALL]
         else:
-            # Files go to the workers in runs, not one task each: a task costs more than
-            # storing a small file.
-            workers = WORKERS if self.backend.is_local else REQUESTS
-            step = max(1, min(TASK_FILES, len(misses) // (workers * 4)))
-            with ThreadPoolExecutor(workers) as pool:
-                for _ in pool.map(work, [misses[k : k + step] for k in range(0, len(misses), step)]):
-                    pass
+            # On object storage each file waits on requests: many at once pay.
+            small, large = [], misses
+        workers = WORKERS if self.backend.is_local else REQUESTS
+        if len(large) < 2:
+            work(large)
+            large = []
+        with ThreadPoolExecutor(max(1, min(workers, len(large)))) as pool:
+            # Runs of files per task, not one task each: a task costs more than a file.
+            step = max(1, min(TASK_FILES, len(large) // (workers * 4)))
+            done = [pool.submit(work, large[k : k + step]) for k in range(0, len(large), step)]
+            work(small)
+            for future in done:
+                future.result()
         return results  # type: ignore[return-value]
 
     def _have(self, digest: str, size: int) -> bool:

@@ -65,6 +65,13 @@ def hash_chunks(chunks: Iterable[bytes]) -> str:
 ABSENT, SAME, OTHER = object(), object(), object()
 
 
+def _missing_blob(entry: Entry) -> ObjectNotFoundError:
+    return ObjectNotFoundError(
+        f"blob {entry.digest} of {entry.path!r} is missing from the store; run 'artstore fsck'",
+        entry.digest,
+    )
+
+
 class Materializer:
     """Writes entries under ``root`` from blobs found by ``blob_path``."""
 
@@ -83,12 +90,18 @@ class Materializer:
         self.progress = progress
         self._reflink_ok = mode in ("auto", "reflink")
         self._dirs_ok: set[Path] = set()
+        #: Parent directories checked so far: '/'-path in the artifact -> path on disk.
+        self._parents: dict[str, str] = {}
 
-    def _target(self, path: str) -> Path:
+    def _target(self, path: str) -> str:
         check_path(path)
-        dest = self.root.joinpath(*path.split("/"))
-        self._make_parents(dest.parent, path)
-        return dest
+        parent, _, name = path.rpartition("/")
+        where = self._parents.get(parent)
+        if where is None:
+            directory = self.root.joinpath(*parent.split("/")) if parent else self.root
+            self._make_parents(directory, path)
+            where = self._parents[parent] = str(directory)
+        return f"{where}/{name}"
 
     def _make_parents(self, directory: Path, path: str) -> None:
         if directory in self._dirs_ok:
@@ -130,19 +143,14 @@ class Materializer:
             self._copy(reference_path(entry.ref), dest, entry, f"reference {entry.ref}", fresh)
         else:
             src = self.blob_path(entry.digest)
-            missing = ObjectNotFoundError(
-                f"blob {entry.digest} of {entry.path!r} is missing from the store; "
-                "run 'artstore fsck'",
-                entry.digest,
-            )
             # A symlink can be made to nothing; the other modes fail on opening src.
             if src is None or (self.mode == "symlink" and not os.path.exists(src)):
-                raise missing
+                raise _missing_blob(entry)
             try:
                 self._place(src, dest, entry, fresh)
             except FileNotFoundError as exc:
                 if exc.filename is not None and os.fspath(exc.filename) == os.fspath(src):
-                    raise missing from None
+                    raise _missing_blob(entry) from None
                 raise
         streamed = self.mode not in ("symlink", "hardlink") and (entry.size or 0) > SMALL
         self._tick(0 if streamed else entry.size or 0)
@@ -151,7 +159,7 @@ class Materializer:
         if self.progress:
             self.progress(nbytes, 1)
 
-    def _state(self, dest: Path, entry: Entry) -> object:
+    def _state(self, dest: str, entry: Entry) -> object:
         """ABSENT, SAME (already holds the entry's bytes), or OTHER."""
         try:
             st = os.lstat(dest)
@@ -167,10 +175,11 @@ class Materializer:
             return OTHER
         return SAME if hash_file(dest) == entry.digest else OTHER
 
-    def _temp_beside(self, dest: Path) -> Path:
-        return dest.with_name(f".{dest.name}.artstore-{secrets.token_hex(4)}.tmp")
+    def _temp_beside(self, dest: str) -> str:
+        directory, _, name = dest.rpartition("/")
+        return f"{directory}/.{name}.artstore-{secrets.token_hex(4)}.tmp"
 
-    def _place(self, src: Path, dest: Path, entry: Entry, fresh: bool = False) -> None:
+    def _place(self, src: Path, dest: str, entry: Entry, fresh: bool = False) -> None:
         if fresh:
             try:
                 self._make(src, dest, entry)
@@ -186,7 +195,7 @@ class Materializer:
                 os.unlink(temp)
             raise
 
-    def _make(self, src: Path, temp: Path, entry: Entry) -> None:
+    def _make(self, src: Path, temp: str, entry: Entry) -> None:
         """Create ``temp`` (which must not exist) holding the blob, by the chosen mode."""
         try:
             if self.mode == "symlink":
@@ -209,7 +218,7 @@ class Materializer:
                 os.unlink(temp)
             raise
 
-    def _reflink(self, src: Path, temp: Path) -> bool:
+    def _reflink(self, src: Path, temp: str) -> bool:
         with open(src, "rb") as s, open(temp, "xb") as d:
             try:
                 fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
@@ -222,7 +231,7 @@ class Materializer:
         os.chmod(temp, 0o644 & ~_umask())
         return True
 
-    def _copy(self, src: Path, dest: Path, entry: Entry, what: str, fresh: bool = False) -> None:
+    def _copy(self, src: Path, dest: str, entry: Entry, what: str, fresh: bool = False) -> None:
         if fresh:
             try:
                 self._copy_verified(src, dest, entry, what, check=entry.size is not None)
@@ -243,7 +252,7 @@ class Materializer:
             raise
 
     def _copy_verified(
-        self, src: Path, temp: Path, entry: Entry, what: str, check: bool = True
+        self, src: Path, temp: str, entry: Entry, what: str, check: bool = True
     ) -> None:
         hasher = xxhash.xxh3_128()
         try:

@@ -52,7 +52,7 @@ def blob_key(digest: str) -> str:
 FRESHEN_AFTER = 1.0
 
 
-def _stat_regular(path: Path) -> os.stat_result:
+def _stat_regular(path: str | Path) -> os.stat_result:
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -60,6 +60,12 @@ def _stat_regular(path: Path) -> os.stat_result:
     if not stat_mod.S_ISREG(st.st_mode):
         raise InvalidInputError(f"cannot add {path}: not a regular file")
     return st
+
+
+def _absolute(path: str) -> str:
+    # Walked paths are absolute and normal already; abspath is for the odd relative one.
+    normal = path.startswith("/") and "/." not in path and "//" not in path
+    return path if normal and not path.endswith("/") else os.path.abspath(path)
 
 
 def _read_upto(fd: int, size: int) -> bytes:
@@ -108,14 +114,14 @@ class Ingest:
         ``link`` marks files to be hard-linked into the store rather than copied (the
         caller promises not to modify them; they become read-only).
         """
-        keys = [os.path.abspath(p) for p in paths]
+        keys = [_absolute(os.fspath(p)) for p in paths]
         cached = self.cache.lookup_many(keys) if self.cache else {}
         results: list[tuple[Digest, int] | None] = [None] * len(paths)
         misses: list[tuple[int, os.stat_result]] = []
         # Files the stat cache knows cost a stat or two; only the rest go to workers.
         hits: list[tuple[int, os.stat_result, Digest]] = []
-        for i, (path, key) in enumerate(zip(paths, keys)):
-            st = _stat_regular(path)
+        for i, key in enumerate(keys):
+            st = _stat_regular(key)
             hit = cached.get(key)
             if hit and hit[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
                 hits.append((i, st, Digest(hit[3])))

@@ -38,10 +38,12 @@ def artstore_put(a: dict) -> dict:
     src = Path(a["src"])
     t0 = time.perf_counter()
     art = artstore.Artifact(a["name"], "dataset")
+    # "immutable": the opt-in ingest that hard-links files into the store.
+    policy = "immutable" if a.get("link") else "mutable"
     if src.is_dir():
-        art.add_dir(src)
+        art.add_dir(src, policy=policy)
     else:
-        art.add_file(src)
+        art.add_file(src, policy=policy)
     art.save(artstore.Store(a["store"]))
     t1 = time.perf_counter()
     return {"op": t1 - t0, "version": art.version}

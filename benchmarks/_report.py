@@ -17,6 +17,7 @@ DATASET_TITLES = {"-": "start-up (whole processes, no data)"}
 #: (dataset, artstore case, reference case or None, limit, what it says)
 TARGETS = [
     ("a", "artstore.put_first_api", "ref.cp_sync", 1.3, "first put of 1 GiB within 1.3x of cp + sync"),
+    ("a", "artstore.put_link_api", "ref.readhash", 2.0, "first put with the linking ingest within 2x of read + hash"),
     ("a", "artstore.put_unchanged_api", None, 0.1, "put again unchanged < 0.1 s via the API"),
     ("a", "artstore.put_unchanged_cli", None, 0.3, "put again unchanged < 0.3 s via the CLI"),
     ("b", "artstore.put_first_api", "ref.cp_sync", 1.5, "first put of 20k x 4 KiB within 1.5x of cp -r + sync"),

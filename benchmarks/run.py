@@ -438,8 +438,18 @@ def build_cases() -> list[Case]:
                 t.artstore_env(f"cache-collab-cli{n}"))
         return prepare
 
+    def put_link_api(t: Trial) -> Step:
+        # The linking ingest makes its files read-only and part of the store: it gets a
+        # copy of the data of its own (made untimed), never the shared one.
+        src = t.fresh("link-src") / t.data.name
+        copy_tree(t.data, src)
+        return t.child("artstore_put", dict(store=str(t.fresh("store-link")), src=str(src),
+                                            name="data", link=True), t.artstore_env("cache-link"))
+
     add("artstore.put_first_api", "artstore", "put, first (API)", "in-process", put_first_api,
         tool="artstore")
+    add("artstore.put_link_api", "artstore", "put, first, linking ingest (API)", "in-process",
+        put_link_api, tool="artstore")
     add("artstore.put_first_cli", "artstore", "put, first (CLI)", "whole process", put_first_cli,
         tool="artstore")
     add("artstore.put_unchanged_api", "artstore", "put again, unchanged (API)", "in-process",

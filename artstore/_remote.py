@@ -361,44 +361,43 @@ def _selection(store: Store, specs: list[str]) -> list[tuple[str, list[int]]]:
 def push(local: Store, remote: Store, specs: list[str],
          progress: Progress | None = None) -> list[Moved]:
     """Send versions of ``local`` (all of them, by default) that ``remote`` lacks."""
-    moved = []
-    selection = _selection(local, specs)
-    remote._ensure_created()
-    _not_itself(local, remote)
-    for name, indices in selection:
-        # One push of a name from this store at a time: two would send a version twice.
-        with local.backend.lock(f"remote-map/{remote.id}/{name}", timeout=3600):
-            vmap = _read_map(local, remote, name)
-            for index in indices:
-                result = transfer(local, remote, name, index, vmap.pairs, progress)
-                if result.created or index not in vmap.pairs:
-                    vmap.pairs[index] = result.dest
-                    _write_map(local, remote, name, vmap)
-                moved.append(result)
-            vmap.pushed = _sync_aliases(local, remote, name, vmap.pairs, vmap.pushed)
-            _write_map(local, remote, name, vmap)
-    return moved
+    return _sync(local, remote, specs, True, progress)
 
 
 def pull(local: Store, remote: Store, specs: list[str],
          progress: Progress | None = None) -> list[Moved]:
     """Fetch versions of ``remote`` (all of them, by default) that ``local`` lacks."""
-    moved = []
-    selection = _selection(remote, specs)
-    local._ensure_created()
+    return _sync(local, remote, specs, False, progress)
+
+
+def _sync(local: Store, remote: Store, specs: list[str], pushing: bool,
+          progress: Progress | None) -> list[Moved]:
+    src, dst = (local, remote) if pushing else (remote, local)
+    selection = _selection(src, specs)
+    dst._ensure_created()
     _not_itself(local, remote)
+    moved = []
     for name, indices in selection:
+        # One push or pull of a name by this store at a time: two would copy a version
+        # twice.
         with local.backend.lock(f"remote-map/{remote.id}/{name}", timeout=3600):
             vmap = _read_map(local, remote, name)
-            back = {r: l for l, r in vmap.pairs.items()}
+            # Source version -> destination version.
+            known = dict(vmap.pairs) if pushing else {r: l for l, r in vmap.pairs.items()}
             for index in indices:
-                result = transfer(remote, local, name, index, back, progress)
-                if index not in back:
-                    back[index] = result.dest
-                    vmap.pairs[result.dest] = index
+                result = transfer(src, dst, name, index, known, progress)
+                if index not in known:
+                    known[index] = result.dest
+                    if pushing:
+                        vmap.pairs[index] = result.dest
+                    else:
+                        vmap.pairs[result.dest] = index
                     _write_map(local, remote, name, vmap)
                 moved.append(result)
-            vmap.pulled = _sync_aliases(remote, local, name, back, vmap.pulled)
+            if pushing:
+                vmap.pushed = _sync_aliases(src, dst, name, known, vmap.pushed)
+            else:
+                vmap.pulled = _sync_aliases(src, dst, name, known, vmap.pulled)
             _write_map(local, remote, name, vmap)
     return moved
 

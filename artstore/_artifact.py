@@ -547,7 +547,14 @@ class Artifact:
         self._need_logged("verify")
         target = Path(root) if root is not None else self._default_root()
         patterns = [include] if isinstance(include, str) else list(include or ())
-        problems = verify_dir(target, self._entries(), path_filter(patterns, None))
+        wanted = path_filter(patterns, None)
+        entries = self._entries()
+        if wanted is not None and not any(wanted(p) for p in entries.paths):
+            raise InvalidInputError(
+                f"no entry of {self.qualified_name} matches "
+                f"{', '.join(map(repr, patterns))}; 'artstore show' lists its paths"
+            )
+        problems = verify_dir(target, entries, wanted)
         if problems:
             shown = "; ".join(f"{p}: {why}" for p, why in problems[:5])
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""

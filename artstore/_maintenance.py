@@ -105,11 +105,20 @@ def fsck(store: "Store", sample: float = 1.0) -> FsckReport:
     store._require()
     referenced: dict[str, int | None] = {}
 
+    # Object storage: one listing tells which blobs exist, instead of a request each.
+    lister = getattr(store.backend, "blob_sizes", None)
+    listed: dict[str, int] | None = lister() if lister is not None else None
+
+    def exists(digest: str) -> bool:
+        if listed is not None:
+            return digest in listed
+        return store.backend.stat(blob_key(digest)) is not None
+
     def check_entries(entries: list[fmt.Entry], owner: str) -> None:
         for e in entries:
             if e.ref is None:
                 referenced.setdefault(e.digest, e.size)
-                if store.backend.stat(blob_key(e.digest)) is None:
+                if not exists(e.digest):
                     report.problems.append(Problem(
                         "error", where(blob_key(e.digest)),
                         f"blob of {e.path!r} in {owner} is missing"))
@@ -157,10 +166,8 @@ def fsck(store: "Store", sample: float = 1.0) -> FsckReport:
             check_entries(contrib.entries, f"staged {pending.name}/{pending.distributed_id}")
 
     rng = random.Random(0)
-    listed = getattr(store.backend, "blob_sizes", None)
     if listed is not None:
-        # Object storage: one listing gives every blob's size.
-        sizes: dict[str, int | None] = dict(listed())
+        sizes: dict[str, int | None] = dict(listed)
         blobs = [(d, f"blobs/{d[:2]}/{d[2:]}") for d in sorted(sizes)]
     else:
         blobs = _all_objects(store, "blobs")

@@ -135,6 +135,10 @@ def explain(exc: BaseException, location: str) -> str:
         if message:
             line += f" ({message.group(1).rstrip('.')})"
         hint = _HINTS.get(code.group(1)) if code else None
+        if hint is None and status and status.group(1).startswith("403"):
+            # A HEAD's refusal has no body to name the reason.
+            hint = ("check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that they may "
+                    "use the bucket")
         return f"{line}; {hint}" if hint else line
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return f"{location}: {first}"
@@ -151,6 +155,12 @@ def _translated(fn: Callable[..., T]) -> Callable[..., T]:
             raise FileNotFoundError(str(exc).splitlines()[0]) from exc
         except obstore.exceptions.BaseError as exc:
             raise StorageError(explain(exc, self.location)) from exc
+        except BaseException as exc:
+            # The client's Rust core reports some bad settings by panicking.
+            if type(exc).__name__ != "PanicException":
+                raise
+            raise StorageError(f"{self.location}: the S3 client failed ({str(exc).strip()}); "
+                               "check AWS_ENDPOINT_URL and the other AWS_* settings") from None
 
     return call
 
@@ -177,12 +187,25 @@ def check_url(url: str) -> tuple[str, str]:
             "backslash or NUL; use s3://BUCKET/PREFIX"
         )
     endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
-    if endpoint and not re.match(r"https?://[^/]", endpoint):
+    if endpoint and not _good_endpoint(endpoint):
         raise InvalidInputError(
-            f"AWS_ENDPOINT_URL={endpoint!r} is not an http:// or https:// URL; "
-            "for example https://s3.example.com or http://127.0.0.1:9000"
+            f"AWS_ENDPOINT_URL={endpoint!r} is not an http:// or https:// URL of a host and "
+            "optional port; for example https://s3.example.com or http://127.0.0.1:9000"
         )
     return bucket, prefix
+
+
+def _good_endpoint(endpoint: str) -> bool:
+    from urllib.parse import urlsplit
+
+    if not re.fullmatch(r"https?://[^\s/?#]+(/\S*)?", endpoint):
+        return False
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port  # raises on a port that is not a number from 0 to 65535
+    except ValueError:
+        return False
+    return bool(parts.hostname) and (port is None or port > 0)
 
 
 def _is_precondition_failure(exc: Exception) -> bool:
@@ -351,6 +374,8 @@ class S3Backend(Backend):
         return TempFile(self, Path(name), os.fdopen(fd, "wb"))
 
     def temp_with(self, data: bytes) -> TempFile:
+        if self._spool is None:
+            self._spool = spool_dir()  # clears spools of killed puts, as temp() does
         return _MemoryTemp(self, data)
 
     def sync(self) -> None:

@@ -352,7 +352,8 @@ def _transfer_command(opts: Options, specs: tuple[str, ...], remote_name: str | 
         lines = []
         for m in moved:
             mine, theirs = (m.source, m.dest) if verb == "push" else (m.dest, m.source)
-            state = ("sent" if verb == "push" else "fetched") if m.created else "already there"
+            state = ("sent" if verb == "push" else "fetched") if m.created else \
+                "not copied: already there, or copied before"
             lines.append(f"{m.name}:v{mine} -> {name} {m.name}:v{theirs}  ({state}; "
                          f"{m.blobs} blob(s), {_size(m.bytes)} copied)" if verb == "push" else
                          f"{name} {m.name}:v{theirs} -> {m.name}:v{mine}  ({state}; "

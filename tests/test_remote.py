@@ -431,3 +431,14 @@ def test_concurrent_downloads_sharing_a_small_cache_both_succeed(cli, tmp_path: 
         assert read_tree(tmp_path / f"out-{name}") == files
     cache = Path(os.environ["ARTSTORE_CACHE_DIR"]) / "blobs"
     assert sum(p.stat().st_size for p in cache.glob("*/*")) <= 3 * 1024 * 1024
+
+
+def test_malformed_endpoints_are_one_line_errors(cli, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    for endpoint in ("127.0.0.1:9000", "http://127.0.0.1:notaport", "http://127.0.0.1:99999",
+                     "http://[::1", "http://a b"):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        rc, _out, err = cli("ls", "--store", "s3://artstore/x")
+        assert rc == 1, endpoint
+        assert "is not an http:// or https:// URL" in one_error_line(err), endpoint

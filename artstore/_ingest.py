@@ -21,7 +21,7 @@ from pathlib import Path
 
 import xxhash
 
-from ._backend import Backend, TempFile
+from ._backend import Backend, TempFile, hash_open_file, kernel_copy
 from ._format import Digest
 from ._statcache import StatCache, now_ns
 from .errors import InvalidInputError, StoreFullError
@@ -298,28 +298,33 @@ class Ingest:
         self._pending.append(_Pending(self.backend.temp_with(data), digest))
 
     def _stream(self, path: Path, src, st: os.stat_result) -> Digest:  # type: ignore[no-untyped-def]
-        hasher = xxhash.xxh3_128()
         temp = self.backend.temp()
-        nread = 0
         try:
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            while True:
-                n = src.readinto(buf)
-                if not n:
-                    break
-                chunk = view[:n]
-                hasher.update(chunk)
-                temp.write(chunk)
-                nread += n
-                if self.progress:
-                    self.progress(n, 0)
+            assert temp.file is not None
+            copied = kernel_copy(src, temp.file, self.progress)
+            if copied is not None:
+                # What is hashed is what the store's file holds, read back from the page
+                # cache; the source's state before and after says it did not change.
+                nread = copied
+                digest = Digest(hash_open_file(temp.file))
+            else:
+                hasher = xxhash.xxh3_128()
+                nread = 0
+                buf = bytearray(CHUNK)
+                view = memoryview(buf)
+                while n := src.readinto(buf):
+                    chunk = view[:n]
+                    hasher.update(chunk)
+                    temp.write(chunk)
+                    nread += n
+                    if self.progress:
+                        self.progress(n, 0)
+                digest = Digest(hasher.hexdigest())
             temp.close()
             self._check_unchanged(path, st, os.fstat(src.fileno()), nread)
         except BaseException:
             temp.discard()
             raise
-        digest = Digest(hasher.hexdigest())
         # An existing blob of this digest is replaced by the fresh copy rather than
         # trusted: the bytes are written already, and a damaged copy gets repaired.
         if digest in self._known:

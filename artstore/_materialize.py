@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlparse
 
 import xxhash
 
+from ._backend import hash_open_file, kernel_copy
 from ._format import Entry
 from ._names import check_path
 from .errors import CorruptDataError, InvalidInputError, ObjectNotFoundError
@@ -259,11 +260,15 @@ class Materializer:
             s = open(src, "rb", buffering=0)
         except FileNotFoundError:
             raise ObjectNotFoundError(f"{what} for {entry.path!r} is missing", entry.digest) from None
-        with s, open(temp, "xb", buffering=0) as d:
+        with s, open(temp, "xb+", buffering=0) as d:
             if entry.size is not None and entry.size <= SMALL:
                 data = s.read(entry.size + 1)  # one read, into a buffer of its size
                 hasher.update(data)
                 d.write(data)
+                actual = hasher.hexdigest()
+            elif kernel_copy(s, d, self.progress) is not None:
+                # The kernel copied the bytes; what the file now holds is what is hashed.
+                actual = hash_open_file(d)
             else:
                 buf = bytearray(CHUNK)
                 view = memoryview(buf)
@@ -272,10 +277,11 @@ class Materializer:
                     d.write(view[:n])
                     if self.progress:
                         self.progress(n, 0)
-        if check and hasher.hexdigest() != entry.digest:
+                actual = hasher.hexdigest()
+        if check and actual != entry.digest:
             raise CorruptDataError(
                 f"{what} for {entry.path!r} does not match its digest (found "
-                f"{hasher.hexdigest()}); that file was not written",
+                f"{actual}); that file was not written",
                 str(src),
             )
 

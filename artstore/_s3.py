@@ -371,7 +371,7 @@ class S3Backend(Backend):
             self._spool = spool_dir()
         fd, name = tempfile.mkstemp(prefix=f"upload.{HOST_TAG}.{os.getpid()}.", suffix=".tmp",
                                     dir=self._spool)
-        return TempFile(self, Path(name), os.fdopen(fd, "wb"))
+        return TempFile(self, Path(name), os.fdopen(fd, "w+b"))
 
     def temp_with(self, data: bytes) -> TempFile:
         if self._spool is None:

@@ -65,58 +65,72 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "artstore"]
     rows: list[dict[str, object]] = []
-    for count in counts:
-        work = Path(tempfile.mkdtemp(prefix=f"artstore-scale-{count}-", dir="/var/tmp"))
-        try:
-            data = work / "data"
-            t0 = time.perf_counter()
-            build(data, count)
-            print(f"{count}: built in {time.perf_counter() - t0:.1f} s", flush=True)
-            env = {**os.environ, "ARTSTORE_DIR": str(work / "store"),
-                   "ARTSTORE_CACHE_DIR": str(work / "cache")}
-            steps = [
-                ("put", cli + ["put", str(data), "-n", "big"]),
-                ("put unchanged", cli + ["put", str(data), "-n", "big"]),
-                ("ls", cli + ["ls", "big"]),
-                ("show", cli + ["show", "big:v0"]),
-            ]
-            for label, command in steps:
-                seconds, rss = timed(command, env, work)
-                rows.append({"files": count, "step": label, "seconds": seconds, "rss_kib": rss})
-                print(f"  {label}: {seconds:.2f} s, {rss} KiB", flush=True)
-            # 1% of the files changed, for diff.
-            for i in range(0, count, 100):
-                path = data / f"d{i // 1000:05d}" / f"f{i:07d}.txt"
-                path.write_bytes(b"changed " + path.read_bytes())
-            seconds, rss = timed(cli + ["put", str(data), "-n", "big"], env, work)
-            rows.append({"files": count, "step": "put, 1% changed", "seconds": seconds,
-                         "rss_kib": rss})
-            seconds, rss = timed(cli + ["diff", "big:v0", "big:v1"], env, work)
-            rows.append({"files": count, "step": "diff", "seconds": seconds, "rss_kib": rss})
-            seconds, rss = timed(cli + ["get", "big:v1", "--root", str(work / "out")], env, work)
-            rows.append({"files": count, "step": "get (copy)", "seconds": seconds,
-                         "rss_kib": rss})
-            for r in rows[-3:]:
-                print(f"  {r['step']}: {float(r['seconds']):.2f} s, {r['rss_kib']} KiB", flush=True)
-            # Manifest decode, in-process.
-            import artstore
-
-            store = artstore.Store(work / "store")
-            digest = store.read_commit(store.artifact("big:v1").id)["manifest"]
-            raw = store.backend.read(f"manifests/{digest[:2]}/{digest[2:]}")
-            from artstore import _format as fmt
-
-            t0 = time.perf_counter()
-            manifest = fmt.decode_manifest(raw, "bench")
-            paths = manifest.paths
-            decode = time.perf_counter() - t0
-            assert len(paths) == count
-            rows.append({"files": count, "step": "manifest decode (in-process)",
-                         "seconds": decode, "rss_kib": None})
-            print(f"  manifest decode: {decode:.3f} s ({len(raw) / 1e6:.1f} MB)", flush=True)
-        finally:
+    works: list[Path] = []
+    # Trees are deleted only at the end: creating files right after deleting many is
+    # several times slower on this machine for minutes.
+    try:
+        for count in counts:
+            work = Path(tempfile.mkdtemp(prefix=f"artstore-scale-{count}-", dir="/var/tmp"))
+            works.append(work)
+            measure(work, count, cli, rows)
+    finally:
+        for work in works:
             shutil.rmtree(work, ignore_errors=True)
+    report(rows, args.out)
+    return 0
 
+
+def measure(work: Path, count: int, cli: list[str], rows: list[dict[str, object]]) -> None:
+    """Build ``count`` files under ``work`` and time each step on them into ``rows``."""
+    data = work / "data"
+    t0 = time.perf_counter()
+    build(data, count)
+    print(f"{count}: built in {time.perf_counter() - t0:.1f} s", flush=True)
+    env = {**os.environ, "ARTSTORE_DIR": str(work / "store"),
+           "ARTSTORE_CACHE_DIR": str(work / "cache")}
+    steps = [
+        ("put", cli + ["put", str(data), "-n", "big"]),
+        ("put unchanged", cli + ["put", str(data), "-n", "big"]),
+        ("ls", cli + ["ls", "big"]),
+        ("show", cli + ["show", "big:v0"]),
+    ]
+    for label, command in steps:
+        seconds, rss = timed(command, env, work)
+        rows.append({"files": count, "step": label, "seconds": seconds, "rss_kib": rss})
+        print(f"  {label}: {seconds:.2f} s, {rss} KiB", flush=True)
+    # 1% of the files changed, for diff.
+    for i in range(0, count, 100):
+        path = data / f"d{i // 1000:05d}" / f"f{i:07d}.txt"
+        path.write_bytes(b"changed " + path.read_bytes())
+    seconds, rss = timed(cli + ["put", str(data), "-n", "big"], env, work)
+    rows.append({"files": count, "step": "put, 1% changed", "seconds": seconds,
+                 "rss_kib": rss})
+    seconds, rss = timed(cli + ["diff", "big:v0", "big:v1"], env, work)
+    rows.append({"files": count, "step": "diff", "seconds": seconds, "rss_kib": rss})
+    seconds, rss = timed(cli + ["get", "big:v1", "--root", str(work / "out")], env, work)
+    rows.append({"files": count, "step": "get (copy)", "seconds": seconds,
+                 "rss_kib": rss})
+    for r in rows[-3:]:
+        print(f"  {r['step']}: {float(r['seconds']):.2f} s, {r['rss_kib']} KiB", flush=True)
+    # Manifest decode, in-process.
+    import artstore
+
+    store = artstore.Store(work / "store")
+    digest = store.read_commit(store.artifact("big:v1").id)["manifest"]
+    raw = store.backend.read(f"manifests/{digest[:2]}/{digest[2:]}")
+    from artstore import _format as fmt
+
+    t0 = time.perf_counter()
+    manifest = fmt.decode_manifest(raw, "bench")
+    paths = manifest.paths
+    decode = time.perf_counter() - t0
+    assert len(paths) == count
+    rows.append({"files": count, "step": "manifest decode (in-process)",
+                 "seconds": decode, "rss_kib": None})
+    print(f"  manifest decode: {decode:.3f} s ({len(raw) / 1e6:.1f} MB)", flush=True)
+
+
+def report(rows: list[dict[str, object]], out: Path) -> None:
     lines = ["# artstore scaling with file count", "",
              "Each step a whole CLI process (except the manifest decode); peak RSS from GNU time.",
              "", "| files | step | seconds | µs per file | peak RSS MiB |", "|---|---|---|---|---|"]
@@ -125,10 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         rss = "-" if r["rss_kib"] is None else f"{int(r['rss_kib']) / 1024:.0f}"  # type: ignore[arg-type]
         lines.append(f"| {r['files']:,} | {r['step']} | {float(r['seconds']):.2f} | {per:.0f} | {rss} |")  # type: ignore[arg-type]
     text = "\n".join(lines) + "\n"
-    (args.out / "results.md").write_text(text)
-    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+    (out / "results.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
     print(text)
-    return 0
 
 
 if __name__ == "__main__":

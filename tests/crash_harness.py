@@ -245,7 +245,13 @@ class Harness:
     def check_store(self, download_all: bool = False) -> None:
         import artstore
 
-        report = artstore.Store(self.store_dir).fsck()
+        store = artstore.Store(self.store_dir)
+        if not store.exists():
+            # Killed before it created the store: right, if nothing was committed yet.
+            if self.expected:
+                self._fail(f"the store at {self.store_dir} is gone")
+            return
+        report = store.fsck()
         for problem in report.errors:
             self._fail(f"fsck: {problem}")
         for (name, version), files in self.expected.items():

@@ -78,6 +78,13 @@ def kernel_copy(src: BinaryIO, dst: BinaryIO,
     return total
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def hash_open_file(f: BinaryIO) -> str:
     """The XXH3-128 hex digest of ``f`` from its start."""
     import xxhash
@@ -335,9 +342,7 @@ class LocalBackend(Backend):
         self._tmp_s = str(self._tmp)
         self._made_dirs: set[Path] = set()
         self._made_dirs_s: set[str] = set()
-        mask = os.umask(0)
-        os.umask(mask)
-        self._umask = mask
+        self._umask = current_umask()
         self._temp_pid = 0
         self._temp_prefix = ""
         self._temp_seq = itertools.count()

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlparse
 
 import xxhash
 
-from ._backend import hash_open_file, kernel_copy
+from ._backend import current_umask, hash_open_file, kernel_copy
 from ._format import Entry
 from ._names import check_path
 from .errors import CorruptDataError, InvalidInputError, ObjectNotFoundError
@@ -48,12 +48,8 @@ def reference_path(uri: str) -> Path:
 
 
 def hash_file(path: Path) -> str:
-    hasher = xxhash.xxh3_128()
     with open(path, "rb", buffering=0) as f:
-        buf = bytearray(CHUNK)
-        while n := f.readinto(buf):
-            hasher.update(memoryview(buf)[:n])
-    return hasher.hexdigest()
+        return hash_open_file(f)
 
 
 def hash_chunks(chunks: Iterable[bytes]) -> str:
@@ -229,7 +225,7 @@ class Materializer:
                     self._reflink_ok = False
                     return False
                 raise
-        os.chmod(temp, 0o644 & ~_umask())
+        os.chmod(temp, 0o644 & ~current_umask())
         return True
 
     def _copy(self, src: Path, dest: str, entry: Entry, what: str, fresh: bool = False) -> None:
@@ -284,12 +280,6 @@ class Materializer:
                 f"{actual}); that file was not written",
                 str(src),
             )
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def list_files(root: Path) -> list[str]:

@@ -38,7 +38,7 @@ from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import S3Store
 
 from ._backend import CHUNK, Backend, TempFile, URLPath
-from ._cache import HOST_TAG
+from ._cache import HOST_TAG, _dead_here
 from ._lock import HOST_ID, WARN_AFTER, LockTimeout, _alive, _start_time
 from .errors import InvalidInputError, StorageError
 
@@ -367,16 +367,18 @@ class S3Backend(Backend):
     def temp(self) -> TempFile:
         # Bytes are spooled to local disk while hashed, then uploaded under their name:
         # what is uploaded is exactly what was hashed, even if the source changes.
-        if self._spool is None:
-            self._spool = spool_dir()
         fd, name = tempfile.mkstemp(prefix=f"upload.{HOST_TAG}.{os.getpid()}.", suffix=".tmp",
-                                    dir=self._spool)
+                                    dir=self._spool_dir())
         return TempFile(self, Path(name), os.fdopen(fd, "w+b"))
 
     def temp_with(self, data: bytes) -> TempFile:
-        if self._spool is None:
-            self._spool = spool_dir()  # clears spools of killed puts, as temp() does
+        self._spool_dir()  # clears spools of killed puts, even when this put spools none
         return _MemoryTemp(self, data)
+
+    def _spool_dir(self) -> Path:
+        if self._spool is None:
+            self._spool = spool_dir()
+        return self._spool
 
     def sync(self) -> None:
         """Nothing to do: an object exists only once its PUT has returned."""
@@ -434,11 +436,10 @@ def spool_dir() -> Path:
     spool = default_cache_dir() / "spool"
     spool.mkdir(parents=True, exist_ok=True)
     for entry in os.scandir(spool):
-        parts = entry.name.split(".")
-        if len(parts) >= 4 and parts[0] == "upload" and parts[1] == HOST_TAG and parts[2].isdigit():
-            if not _alive(int(parts[2]), None):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+        # Named upload.HOST.PID.*, as partial downloads in the cache are .DIGEST.HOST.PID.*
+        if entry.name.startswith("upload.") and _dead_here(entry.name.removeprefix("upload.")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
     return spool
 
 

@@ -350,13 +350,12 @@ def _transfer_command(opts: Options, specs: tuple[str, ...], remote_name: str | 
 
     def text() -> str:
         lines = []
+        # A version on the remote is written with the remote's name before it.
+        src, dst = ("", f"{name} ") if verb == "push" else (f"{name} ", "")
         for m in moved:
-            mine, theirs = (m.source, m.dest) if verb == "push" else (m.dest, m.source)
             state = ("sent" if verb == "push" else "fetched") if m.created else \
                 "not copied: already there, or copied before"
-            lines.append(f"{m.name}:v{mine} -> {name} {m.name}:v{theirs}  ({state}; "
-                         f"{m.blobs} blob(s), {_size(m.bytes)} copied)" if verb == "push" else
-                         f"{name} {m.name}:v{theirs} -> {m.name}:v{mine}  ({state}; "
+            lines.append(f"{src}{m.name}:v{m.source} -> {dst}{m.name}:v{m.dest}  ({state}; "
                          f"{m.blobs} blob(s), {_size(m.bytes)} copied)")
         return "\n".join(lines) or "nothing to " + verb
 
